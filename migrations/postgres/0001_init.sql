@@ -1,0 +1,42 @@
+-- Append-only: never edit a migration that has shipped; add a new file instead.
+
+-- The last `seq` given in each room. The upsert takes the row lock, so concurrent writers on
+-- several nodes get distinct, gap-free seqs in commit order.
+CREATE TABLE room_seq (
+    tenant   TEXT   NOT NULL,  -- '' is the no-tenant scope
+    room     TEXT   NOT NULL,
+    last_seq BIGINT NOT NULL,
+    PRIMARY KEY (tenant, room)
+);
+
+CREATE TABLE chat_messages (
+    tenant     TEXT   NOT NULL,
+    room       TEXT   NOT NULL,
+    seq        BIGINT NOT NULL,
+    id         TEXT   NOT NULL UNIQUE,
+    user_id    TEXT   NOT NULL,
+    user_name  TEXT   NOT NULL,
+    message    TEXT   NOT NULL,
+    created_at TEXT   NOT NULL,
+    PRIMARY KEY (tenant, room, seq)
+);
+
+CREATE TABLE notifications (
+    id         TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL,
+    tenant     TEXT,
+    title      TEXT NOT NULL,
+    message    TEXT NOT NULL,
+    type       TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    read_at    TEXT
+);
+CREATE INDEX notifications_by_user ON notifications (user_id, created_at DESC, id DESC);
+
+CREATE TABLE room_grants (
+    tenant     TEXT NOT NULL,
+    room       TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    granted_at TEXT NOT NULL,
+    PRIMARY KEY (tenant, room, user_id)
+);

@@ -1,0 +1,26 @@
+//! The in-process bus: every message goes straight to this node's fan-out queue.
+
+use async_trait::async_trait;
+
+use crate::domain::bus::{Bus, BusError, FanoutCmd, FanoutSender};
+use crate::domain::events::BusMessage;
+
+pub struct LocalBus {
+    fanout: FanoutSender,
+}
+
+impl LocalBus {
+    pub fn new(fanout: FanoutSender) -> Self {
+        Self { fanout }
+    }
+}
+
+#[async_trait]
+impl Bus for LocalBus {
+    async fn publish(&self, msg: BusMessage) -> Result<(), BusError> {
+        self.fanout
+            .send(FanoutCmd::Bus(msg))
+            .await
+            .map_err(|_| BusError::Closed)
+    }
+}

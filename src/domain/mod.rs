@@ -1,0 +1,16 @@
+//! Vocabulary and rules of the gateway. Knows no Socket.IO, HTTP, SQL or Redis: transports call
+//! these services, and the services reach storage and other nodes only through the ports
+//! (`Store`, `Bus`, `RateLimiter`, `ConnectionRegistry`).
+
+pub mod auth;
+pub mod bus;
+pub mod chat;
+pub mod error;
+pub mod events;
+pub mod ids;
+pub mod notifications;
+pub mod presence;
+pub mod rate_limit;
+pub mod rooms;
+pub mod store;
+pub mod time;

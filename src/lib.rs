@@ -1,0 +1,15 @@
+//! AegisX Realtime: a Socket.IO-compatible real-time gateway. See `ARCHITECTURE.md` for the map.
+
+pub mod app;
+pub mod bus;
+pub mod cli;
+pub mod domain;
+pub mod fanout;
+pub mod http;
+pub mod keys;
+pub mod metrics;
+pub mod server;
+pub mod settings;
+pub mod socket;
+pub mod store;
+pub mod telemetry;

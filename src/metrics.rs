@@ -1,0 +1,143 @@
+//! Every metric the gateway exports, emitted through the named functions here so names and
+//! label values stay bounded and in one place. Prometheus text comes from `render`.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::domain::ids::RoomKey;
+
+const CONNECTION_BUCKETS: [f64; 9] = [1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0];
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+// Local socket count per room. The room gauge is rendered from it at scrape time, bounded to
+// the largest rooms, so rooms that empty out leave no stale series behind.
+static ROOMS: OnceLock<Mutex<HashMap<RoomKey, u64>>> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process).
+pub fn install() -> anyhow::Result<()> {
+    if HANDLE.get().is_some() {
+        return Ok(());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("websocket_connection_duration_seconds".into()),
+            &CONNECTION_BUCKETS,
+        )?
+        .set_buckets_for_metric(Matcher::Suffix("latency_seconds".into()), &LATENCY_BUCKETS)?
+        .install_recorder()?;
+    let _ = HANDLE.set(handle);
+    Ok(())
+}
+
+fn rooms() -> std::sync::MutexGuard<'static, HashMap<RoomKey, u64>> {
+    ROOMS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// The Prometheus text exposition, with the `top_rooms` largest rooms.
+pub fn render(top_rooms: usize) -> String {
+    let mut out = HANDLE.get().map(PrometheusHandle::render).unwrap_or_default();
+    let mut largest: Vec<(String, u64)> = rooms()
+        .iter()
+        .map(|(k, n)| (k.metric_label(), *n))
+        .collect();
+    largest.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    largest.truncate(top_rooms);
+    out.push_str("# HELP websocket_room_connections Number of connections per room (largest rooms only)\n");
+    out.push_str("# TYPE websocket_room_connections gauge\n");
+    for (label, n) in largest {
+        out.push_str(&format!(
+            "websocket_room_connections{{room_id=\"{}\"}} {n}\n",
+            escape_label(&label)
+        ));
+    }
+    out
+}
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+pub fn connection_opened(tenant: &str) {
+    gauge!("websocket_connections_total", "tenant_id" => tenant.to_owned()).increment(1.0);
+}
+
+pub fn connection_closed(tenant: &str, lasted: Duration) {
+    gauge!("websocket_connections_total", "tenant_id" => tenant.to_owned()).decrement(1.0);
+    histogram!("websocket_connection_duration_seconds").record(lasted.as_secs_f64());
+}
+
+/// A CONNECT refused; `reason` is one of the few refusal messages.
+pub fn connect_refused(reason: &str) {
+    counter!("websocket_connect_refused_total", "reason" => reason.to_owned()).increment(1);
+}
+
+/// An accepted `message` event, by type (`unknown` for unknown types).
+pub fn message(kind: &str, tenant: &str) {
+    const KNOWN: [&str; 5] = [
+        "send_message",
+        "typing_start",
+        "typing_stop",
+        "mark_notification_read",
+        "user_status",
+    ];
+    let kind: &'static str = KNOWN.into_iter().find(|k| *k == kind).unwrap_or("unknown");
+    counter!("websocket_messages_total", "type" => kind, "tenant_id" => tenant.to_owned())
+        .increment(1);
+}
+
+/// An error answered to a client, by wire code.
+pub fn error(code: &'static str) {
+    counter!("websocket_errors_total", "code" => code).increment(1);
+}
+
+pub fn rate_limited() {
+    counter!("websocket_rate_limited_total").increment(1);
+}
+
+/// Packets dropped because a socket's buffer was full (a client that cannot keep up).
+pub fn dropped_packets(n: u64) {
+    counter!("websocket_dropped_packets_total").increment(n);
+}
+
+pub fn storage_latency(op: &'static str, took: Duration, ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    histogram!("aegisx_storage_latency_seconds", "op" => op, "result" => result)
+        .record(took.as_secs_f64());
+}
+
+/// From a chat message's creation to its hand-off to the sockets' buffers.
+pub fn delivery_latency(chat_message: &serde_json::Value) {
+    use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+    let created = chat_message
+        .get("timestamp")
+        .and_then(|t| t.as_str())
+        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
+    if let Some(created) = created {
+        let secs = (OffsetDateTime::now_utc() - created).as_seconds_f64().max(0.0);
+        histogram!("websocket_delivery_latency_seconds").record(secs);
+    }
+}
+
+pub fn room_joined(key: &RoomKey) {
+    *rooms().entry(key.clone()).or_default() += 1;
+}
+
+pub fn room_left(key: &RoomKey) {
+    let mut rooms = rooms();
+    if let Some(n) = rooms.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            rooms.remove(key);
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The HTTP server loop. `axum::serve` has no header-read timeout, so connections are served
+//! with hyper directly: a client that opens a connection and sends nothing is dropped after
+//! `HANDSHAKE_TIMEOUT_SECS`; on stop, the listener closes and open requests finish.
+
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    // Tracks open HTTP connections so shutdown can wait for their requests to finish.
+    let tracker = TaskTracker::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _peer)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let svc = TowerToHyperService::new(router.clone());
+                let conn = http
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades();
+                let mut stop = stop.clone();
+                tracker.spawn(async move {
+                    let mut conn = std::pin::pin!(conn);
+                    let res = tokio::select! {
+                        res = conn.as_mut() => res,
+                        _ = stop.changed() => {
+                            // Finish the request in flight, then close (websockets have
+                            // already been handed off and are closed by Socket.IO).
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
+                        }
+                    };
+                    if let Err(e) = res {
+                        tracing::debug!(error = %e, "http connection ended with an error");
+                    }
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+}

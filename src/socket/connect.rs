@@ -1,0 +1,168 @@
+//! Connecting and disconnecting: authentication and the connection cap (as connect middleware,
+//! so a refused socket never joins the namespace), then rooms, `connected` and presence.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use socketioxide::extract::{Extension, SocketRef, State, TryData};
+use socketioxide::socket::DisconnectReason;
+
+use crate::app::AppState;
+use crate::domain::auth::AuthError;
+use crate::domain::ids::{tenant_adapter_room, user_adapter_room};
+use crate::domain::presence::{ConnectionInfo, RegistryError};
+use crate::socket::session::Session;
+use crate::socket::{messages, reply, rooms, token};
+
+/// Why a CONNECT was refused; `Display` is the `connect_error` message the client sees.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("Server shutting down")]
+    ShuttingDown,
+}
+
+/// The token, from the first present source: `Authorization: Bearer`, `?token=`, `auth.token`.
+/// Empty values and non-Bearer headers count as absent.
+pub fn extract_token(parts: &http::request::Parts, auth: Option<&Value>) -> Option<String> {
+    let header = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    if let Some(t) = header {
+        return Some(t.to_owned());
+    }
+    let query = parts.uri.query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, v)| k == "token" && !v.is_empty())
+            .map(|(_, v)| v.into_owned())
+    });
+    if query.is_some() {
+        return query;
+    }
+    auth.and_then(|a| a.get("token"))
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+}
+
+/// Connect middleware: verify the token, enforce the per-user cap, attach the session.
+pub async fn authenticate(
+    s: SocketRef,
+    TryData(auth): TryData<Value>,
+    State(app): State<AppState>,
+) -> Result<(), Refusal> {
+    if app.is_shutting_down() {
+        return Err(Refusal::ShuttingDown);
+    }
+    let refuse = |e: Refusal| {
+        crate::metrics::connect_refused(&e.to_string());
+        tracing::info!(sid = %s.id, reason = %e, "connect refused");
+        e
+    };
+    let token = extract_token(s.req_parts(), auth.as_ref().ok())
+        .ok_or_else(|| refuse(AuthError::NoToken.into()))?;
+    let principal = app.verifier.verify(&token).map_err(|e| refuse(e.into()))?;
+    let conn = ConnectionInfo {
+        socket_id: s.id.to_string(),
+        user: principal.user_id.clone(),
+        tenant: principal.tenant.clone(),
+    };
+    let first = app
+        .registry
+        .register(&conn, app.limits.max_connections_per_user)
+        .await
+        .map_err(|e| refuse(e.into()))?;
+    s.extensions
+        .insert(Arc::new(Session::new(conn, principal, first)));
+    Ok(())
+}
+
+/// Runs once the client has been told it is connected. Handlers are registered before the first
+/// `.await`, so no early event of the client is missed.
+pub async fn on_connect(
+    s: SocketRef,
+    State(app): State<AppState>,
+    Extension(session): Extension<Arc<Session>>,
+) {
+    s.on("join_room", rooms::join);
+    s.on("leave_room", rooms::leave);
+    s.on("message", messages::handle);
+    s.on("refresh_token", token::refresh);
+    s.on_fallback(messages::unknown_event);
+    s.on_disconnect(on_disconnect);
+
+    let p = session.principal();
+    s.join(user_adapter_room(&p.user_id));
+    if let Some(t) = &p.tenant {
+        s.join(tenant_adapter_room(t));
+    }
+    reply::emit(
+        &s,
+        "connected",
+        &json!({
+            "message": "Connected to WebSocket server",
+            "userId": p.user_id,
+            "connectionId": s.id.to_string(),
+        }),
+    );
+    crate::metrics::connection_opened(p.tenant_label());
+    tracing::info!(sid = %s.id, user = %p.user_id, tenant = p.tenant_label(), transport = ?s.transport_type(), "connected");
+    app.deadlines.watch(s.id).await;
+    if session.first_connection {
+        app.presence.announce(&p.user_id, p.tenant.as_ref(), "online").await;
+    }
+}
+
+async fn on_disconnect(
+    s: SocketRef,
+    reason: DisconnectReason,
+    State(app): State<AppState>,
+    Extension(session): Extension<Arc<Session>>,
+) {
+    let p = session.principal();
+    crate::metrics::connection_closed(p.tenant_label(), session.connected_at.elapsed());
+    for key in session.joined_rooms() {
+        crate::metrics::room_left(&key);
+    }
+    tracing::info!(sid = %s.id, user = %p.user_id, ?reason, "disconnected");
+    if app.registry.unregister(&session.conn).await {
+        app.presence.announce(&p.user_id, p.tenant.as_ref(), "offline").await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, auth_header: Option<&str>) -> http::request::Parts {
+        let mut b = http::Request::builder().uri(uri);
+        if let Some(h) = auth_header {
+            b = b.header("authorization", h);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn first_present_source_wins() {
+        let auth = json!({"token": "from-auth"});
+        assert_eq!(extract_token(&parts("/?token=q", Some("Bearer h")), Some(&auth)).as_deref(), Some("h"));
+        assert_eq!(extract_token(&parts("/?token=q", None), Some(&auth)).as_deref(), Some("q"));
+        assert_eq!(extract_token(&parts("/", None), Some(&auth)).as_deref(), Some("from-auth"));
+    }
+
+    #[test]
+    fn empty_and_non_bearer_count_as_absent() {
+        let auth = json!({"token": "a"});
+        assert_eq!(extract_token(&parts("/?token=", Some("Basic xyz")), Some(&auth)).as_deref(), Some("a"));
+        assert_eq!(extract_token(&parts("/", Some("Bearer ")), None), None);
+        assert_eq!(extract_token(&parts("/", None), Some(&json!({"token": ""}))), None);
+        assert_eq!(extract_token(&parts("/", None), Some(&json!({"token": 5}))), None);
+    }
+}

@@ -1,0 +1,37 @@
+//! The one place domain results become wire answers: `error` events and ack payloads.
+
+use serde_json::{Value, json};
+use socketioxide::extract::{AckSender, SocketRef};
+
+use crate::domain::error::DomainError;
+use crate::domain::events::error_event;
+
+/// Answers a failed event: an `error` event (except `UNKNOWN_EVENT`, ack-only by contract) and,
+/// when the client asked for one, an ack `{ ok: false, error: { code, message } }`.
+pub fn fail(s: &SocketRef, ack: AckSender, err: &DomainError) {
+    let code = err.code();
+    let message = err.to_string();
+    crate::metrics::error(code);
+    if !matches!(err, DomainError::UnknownEvent(_)) {
+        emit(s, "error", &error_event(code, &message));
+    }
+    let _ = ack.send(&json!({ "ok": false, "error": { "code": code, "message": message } }));
+}
+
+/// Answers a successful event's ack with `{ ok: true, ...fields }`.
+pub fn ok(ack: AckSender, fields: Value) {
+    let mut body = json!({ "ok": true });
+    if let (Some(b), Value::Object(f)) = (body.as_object_mut(), fields) {
+        b.extend(f);
+    }
+    let _ = ack.send(&body);
+}
+
+/// Emits to this socket alone. A full socket buffer drops the packet (counted); the heartbeat
+/// then closes the socket, which is how a client that cannot keep up is let go.
+pub fn emit(s: &SocketRef, event: &str, data: &Value) {
+    if let Err(e) = s.emit(event, data) {
+        tracing::debug!(sid = %s.id, event, error = %e, "emit to socket failed");
+        crate::metrics::dropped_packets(1);
+    }
+}

@@ -1,0 +1,69 @@
+//! `refresh_token`: extends a live connection with a new token for the same user and tenant.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+
+use crate::app::AppState;
+use crate::domain::auth::AuthError;
+use crate::domain::error::DomainError;
+use crate::socket::reply;
+use crate::socket::rooms::leave_room;
+use crate::socket::session::{Session, Turn};
+
+pub async fn refresh(
+    s: SocketRef,
+    mut turn: Turn,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    State(app): State<AppState>,
+    Extension(session): Extension<Arc<Session>>,
+) {
+    turn.wait().await;
+    match do_refresh(&s, &app, &session, data.ok()).await {
+        Ok(exp) => {
+            reply::emit(&s, "token_refreshed", &json!({ "exp": exp }));
+            reply::ok(ack, json!({ "exp": exp }));
+        }
+        Err(e) => reply::fail(&s, ack, &e),
+    }
+}
+
+async fn do_refresh(
+    s: &SocketRef,
+    app: &AppState,
+    session: &Session,
+    data: Option<Value>,
+) -> Result<Option<i64>, DomainError> {
+    let token = match data {
+        Some(Value::Object(o)) => match o.get("token") {
+            Some(Value::String(t)) if !t.is_empty() => t.clone(),
+            _ => return Err(DomainError::InvalidToken("No token provided".into())),
+        },
+        _ => return Err(DomainError::invalid("refresh_token expects an object { token }")),
+    };
+    let new = app.verifier.verify(&token).map_err(|e| match e {
+        AuthError::Expired => DomainError::InvalidToken("Token expired".into()),
+        _ => DomainError::InvalidToken("Invalid token".into()),
+    })?;
+    let old = session.principal();
+    if new.user_id != old.user_id || new.tenant != old.tenant {
+        return Err(DomainError::InvalidToken(
+            "Token is for another user or tenant".into(),
+        ));
+    }
+    let exp = new.exp;
+    session.replace_principal(new);
+    // The new `rooms` claim replaces the old: leave private rooms the user may no longer join.
+    let p = session.principal();
+    for key in session.joined_rooms() {
+        if key.room.is_private()
+            && !p.rooms.iter().any(|r| r == key.room.as_str())
+            && !app.store.has_grant(&key, &p.user_id).await?
+        {
+            leave_room(s, session, &key);
+        }
+    }
+    Ok(exp)
+}

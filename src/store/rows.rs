@@ -1,0 +1,292 @@
+//! Row shapes and the one SQL text both backends run (`$N` parameters work in SQLite too), so
+//! the two stores cannot drift apart. `impl_store!` writes the `Store` impl for a pool type.
+
+use crate::domain::events::{ChatMessage, Notification};
+
+#[derive(sqlx::FromRow)]
+pub(super) struct MessageRow {
+    pub room: String,
+    pub seq: i64,
+    pub id: String,
+    pub user_id: String,
+    pub user_name: String,
+    pub message: String,
+    pub created_at: String,
+}
+
+impl From<MessageRow> for ChatMessage {
+    fn from(r: MessageRow) -> Self {
+        ChatMessage {
+            id: r.id,
+            seq: r.seq,
+            room_id: r.room,
+            user_id: r.user_id,
+            user_name: r.user_name,
+            message: r.message,
+            timestamp: r.created_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct NotificationRow {
+    pub id: String,
+    pub user_id: String,
+    pub tenant: Option<String>,
+    pub title: String,
+    pub message: String,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub created_at: String,
+    pub read_at: Option<String>,
+}
+
+impl From<NotificationRow> for Notification {
+    fn from(r: NotificationRow) -> Self {
+        Notification {
+            id: r.id,
+            user_id: r.user_id,
+            tenant_id: r.tenant,
+            title: r.title,
+            message: r.message,
+            kind: r.kind,
+            timestamp: r.created_at,
+            read_at: r.read_at,
+        }
+    }
+}
+
+pub(super) const NEXT_SEQ: &str = "INSERT INTO room_seq (tenant, room, last_seq) VALUES ($1, $2, 1) \
+     ON CONFLICT (tenant, room) DO UPDATE SET last_seq = room_seq.last_seq + 1 RETURNING last_seq";
+pub(super) const INSERT_MESSAGE: &str = "INSERT INTO chat_messages \
+     (tenant, room, seq, id, user_id, user_name, message, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+const MESSAGE_COLS: &str = "room, seq, id, user_id, user_name, message, created_at";
+pub(super) fn messages_after_sql() -> String {
+    format!(
+        "SELECT {MESSAGE_COLS} FROM chat_messages WHERE tenant = $1 AND room = $2 AND seq > $3 \
+         ORDER BY seq ASC LIMIT $4"
+    )
+}
+pub(super) fn messages_before_sql() -> String {
+    format!(
+        "SELECT {MESSAGE_COLS} FROM chat_messages WHERE tenant = $1 AND room = $2 AND seq < $3 \
+         ORDER BY seq DESC LIMIT $4"
+    )
+}
+pub(super) const INSERT_NOTIFICATION: &str = "INSERT INTO notifications \
+     (id, user_id, tenant, title, message, type, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+pub(super) const MARK_READ: &str =
+    "UPDATE notifications SET read_at = $1 WHERE id = $2 AND user_id = $3 AND read_at IS NULL";
+pub(super) const NOTIFICATION_EXISTS: &str =
+    "SELECT COUNT(*) FROM notifications WHERE id = $1 AND user_id = $2";
+const NOTIFICATION_COLS: &str = "id, user_id, tenant, title, message, type, created_at, read_at";
+pub(super) fn list_notifications_sql(unread_only: bool) -> String {
+    let unread = if unread_only { " AND read_at IS NULL" } else { "" };
+    format!(
+        "SELECT {NOTIFICATION_COLS} FROM notifications WHERE user_id = $1{unread} \
+         ORDER BY created_at DESC, id DESC LIMIT $2"
+    )
+}
+pub(super) const GRANT: &str = "INSERT INTO room_grants (tenant, room, user_id, granted_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, room, user_id) DO NOTHING";
+pub(super) const REVOKE: &str =
+    "DELETE FROM room_grants WHERE tenant = $1 AND room = $2 AND user_id = $3";
+pub(super) const HAS_GRANT: &str =
+    "SELECT COUNT(*) FROM room_grants WHERE tenant = $1 AND room = $2 AND user_id = $3";
+
+/// Implements `Store` for a struct with a `pool: sqlx::Pool<DB>` field.
+macro_rules! impl_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl crate::domain::store::Store for $store {
+            async fn append_messages(
+                &self,
+                batch: &[crate::domain::store::NewMessage],
+            ) -> Result<Vec<crate::domain::events::ChatMessage>, crate::domain::store::StoreError> {
+                use crate::store::rows::*;
+                let mut tx = self.pool.begin().await?;
+                let mut out = Vec::with_capacity(batch.len());
+                for m in batch {
+                    let seq: i64 = sqlx::query_scalar(NEXT_SEQ)
+                        .bind(m.key.tenant_str())
+                        .bind(m.key.room.as_str())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    sqlx::query(INSERT_MESSAGE)
+                        .bind(m.key.tenant_str())
+                        .bind(m.key.room.as_str())
+                        .bind(seq)
+                        .bind(&m.id)
+                        .bind(m.user_id.as_str())
+                        .bind(&m.user_name)
+                        .bind(&m.message)
+                        .bind(&m.timestamp)
+                        .execute(&mut *tx)
+                        .await?;
+                    out.push(crate::domain::events::ChatMessage {
+                        id: m.id.clone(),
+                        seq,
+                        room_id: m.key.room.to_string(),
+                        user_id: m.user_id.to_string(),
+                        user_name: m.user_name.clone(),
+                        message: m.message.clone(),
+                        timestamp: m.timestamp.clone(),
+                    });
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            async fn messages_after(
+                &self,
+                key: &crate::domain::ids::RoomKey,
+                after: i64,
+                limit: u32,
+            ) -> Result<Vec<crate::domain::events::ChatMessage>, crate::domain::store::StoreError> {
+                let rows: Vec<crate::store::rows::MessageRow> =
+                    sqlx::query_as(&crate::store::rows::messages_after_sql())
+                        .bind(key.tenant_str())
+                        .bind(key.room.as_str())
+                        .bind(after)
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn messages_before(
+                &self,
+                key: &crate::domain::ids::RoomKey,
+                before: Option<i64>,
+                limit: u32,
+            ) -> Result<Vec<crate::domain::events::ChatMessage>, crate::domain::store::StoreError> {
+                let rows: Vec<crate::store::rows::MessageRow> =
+                    sqlx::query_as(&crate::store::rows::messages_before_sql())
+                        .bind(key.tenant_str())
+                        .bind(key.room.as_str())
+                        .bind(before.unwrap_or(i64::MAX))
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows.into_iter().rev().map(Into::into).collect())
+            }
+
+            async fn insert_notification(
+                &self,
+                n: &crate::domain::store::NewNotification,
+            ) -> Result<crate::domain::events::Notification, crate::domain::store::StoreError> {
+                sqlx::query(crate::store::rows::INSERT_NOTIFICATION)
+                    .bind(&n.id)
+                    .bind(n.user_id.as_str())
+                    .bind(n.tenant.as_ref().map(|t| t.as_str()))
+                    .bind(&n.title)
+                    .bind(&n.message)
+                    .bind(&n.kind)
+                    .bind(&n.timestamp)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(crate::domain::events::Notification {
+                    id: n.id.clone(),
+                    user_id: n.user_id.to_string(),
+                    tenant_id: n.tenant.as_ref().map(|t| t.to_string()),
+                    title: n.title.clone(),
+                    message: n.message.clone(),
+                    kind: n.kind.clone(),
+                    timestamp: n.timestamp.clone(),
+                    read_at: None,
+                })
+            }
+
+            async fn mark_notification_read(
+                &self,
+                user: &crate::domain::ids::UserId,
+                id: &str,
+                at: &str,
+            ) -> Result<crate::domain::store::MarkRead, crate::domain::store::StoreError> {
+                use crate::domain::store::MarkRead;
+                let done = sqlx::query(crate::store::rows::MARK_READ)
+                    .bind(at)
+                    .bind(id)
+                    .bind(user.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() > 0 {
+                    return Ok(MarkRead::Marked);
+                }
+                let n: i64 = sqlx::query_scalar(crate::store::rows::NOTIFICATION_EXISTS)
+                    .bind(id)
+                    .bind(user.as_str())
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(if n > 0 { MarkRead::AlreadyRead } else { MarkRead::NotFound })
+            }
+
+            async fn list_notifications(
+                &self,
+                user: &crate::domain::ids::UserId,
+                unread_only: bool,
+                limit: u32,
+            ) -> Result<Vec<crate::domain::events::Notification>, crate::domain::store::StoreError>
+            {
+                let rows: Vec<crate::store::rows::NotificationRow> =
+                    sqlx::query_as(&crate::store::rows::list_notifications_sql(unread_only))
+                        .bind(user.as_str())
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn grant_room(
+                &self,
+                key: &crate::domain::ids::RoomKey,
+                user: &crate::domain::ids::UserId,
+                at: &str,
+            ) -> Result<bool, crate::domain::store::StoreError> {
+                let done = sqlx::query(crate::store::rows::GRANT)
+                    .bind(key.tenant_str())
+                    .bind(key.room.as_str())
+                    .bind(user.as_str())
+                    .bind(at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn revoke_room(
+                &self,
+                key: &crate::domain::ids::RoomKey,
+                user: &crate::domain::ids::UserId,
+            ) -> Result<bool, crate::domain::store::StoreError> {
+                let done = sqlx::query(crate::store::rows::REVOKE)
+                    .bind(key.tenant_str())
+                    .bind(key.room.as_str())
+                    .bind(user.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn has_grant(
+                &self,
+                key: &crate::domain::ids::RoomKey,
+                user: &crate::domain::ids::UserId,
+            ) -> Result<bool, crate::domain::store::StoreError> {
+                let n: i64 = sqlx::query_scalar(crate::store::rows::HAS_GRANT)
+                    .bind(key.tenant_str())
+                    .bind(key.room.as_str())
+                    .bind(user.as_str())
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n > 0)
+            }
+
+            async fn ping(&self) -> Result<(), crate::domain::store::StoreError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+        }
+    };
+}
+pub(super) use impl_store;

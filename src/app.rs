@@ -17,6 +17,7 @@ use crate::domain::bus::{Bus, fanout_queue};
 use crate::domain::chat::{ChatLimits, ChatService};
 use crate::domain::notifications::NotificationService;
 use crate::domain::presence::{ConnectionRegistry, LocalRegistry, PresenceService};
+use crate::domain::publish::PublishService;
 use crate::domain::rate_limit::{LocalRateLimiter, RateLimiter};
 use crate::domain::rooms::RoomPolicy;
 use crate::domain::store::Store;
@@ -41,12 +42,15 @@ pub struct AppInner {
     pub chat: ChatService,
     pub notifications: NotificationService,
     pub presence: PresenceService,
+    pub publisher: PublishService,
     pub rooms: RoomPolicy,
     pub registry: Arc<dyn ConnectionRegistry>,
     pub rate_limiter: Arc<dyn RateLimiter>,
     pub bus: Arc<dyn Bus>,
     pub store: Arc<dyn Store>,
     pub deadlines: Deadlines,
+    /// This node's id in `/stats`.
+    pub node_id: String,
     shutting_down: AtomicBool,
 }
 
@@ -103,12 +107,14 @@ impl Application {
             chat,
             notifications: NotificationService::new(store.clone(), bus.clone()),
             presence: PresenceService::new(bus.clone()),
-            rooms: RoomPolicy::new(store.clone()),
+            publisher: PublishService::new(bus.clone()),
+            rooms: RoomPolicy::new(store.clone(), bus.clone()),
             registry: Arc::new(LocalRegistry::default()),
             rate_limiter: Arc::new(LocalRateLimiter::new(settings.rate_limit_per_minute)),
             bus,
             store,
             deadlines,
+            node_id: node_id(),
             shutting_down: AtomicBool::new(false),
         }));
         let (layer, io) = crate::socket::build(&settings, state.clone());
@@ -162,4 +168,14 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// `hostname:pid`, unique per process on a host and readable in `/stats`.
+fn node_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    format!("{host}:{}", std::process::id())
 }

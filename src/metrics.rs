@@ -100,6 +100,11 @@ pub fn error(code: &'static str) {
     counter!("websocket_errors_total", "code" => code).increment(1);
 }
 
+/// An error answered by the HTTP API, by code.
+pub fn api_error(code: &'static str) {
+    counter!("aegisx_http_errors_total", "code" => code).increment(1);
+}
+
 pub fn rate_limited() {
     counter!("websocket_rate_limited_total").increment(1);
 }

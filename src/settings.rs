@@ -74,7 +74,7 @@ impl JwtSettings {
     }
 }
 
-#[derive(Args, Clone, Debug)]
+#[derive(Args, Clone)]
 pub struct Settings {
     /// Address to listen on.
     #[arg(long, env = "HOST", default_value = "0.0.0.0")]
@@ -90,6 +90,12 @@ pub struct Settings {
     /// Where messages, notifications and grants are stored: sqlite://… or postgres://…
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/aegisx.db", hide_env_values = true)]
     pub database_url: String,
+    /// API keys for `/api/v1` (comma list). None: the HTTP API is off (404).
+    #[arg(long, env = "API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<SecretString>,
+    /// Bearer token `/metrics` requires, when set.
+    #[arg(long, env = "METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<SecretString>,
     /// `message` events per user per rolling minute, across all the user's connections.
     #[arg(long, env = "RATE_LIMIT_PER_MINUTE", default_value_t = 60)]
     pub rate_limit_per_minute: u32,
@@ -204,5 +210,39 @@ impl Settings {
 
     pub fn inactive_timeout(&self) -> Duration {
         Duration::from_secs(self.inactive_timeout_secs)
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("jwt", &self.jwt)
+            .field("cors_origin", &self.cors_origin)
+            .field("database_url", &crate::store::redact_url(&self.database_url))
+            .field("api_keys", &format_args!("[{} redacted]", self.api_keys.len()))
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "[redacted]"))
+            .field("rate_limit_per_minute", &self.rate_limit_per_minute)
+            .field("max_connections_per_user", &self.max_connections_per_user)
+            .field("max_rooms_per_connection", &self.max_rooms_per_connection)
+            .field("max_message_length", &self.max_message_length)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("max_polling_payload_bytes", &self.max_polling_payload_bytes)
+            .field("max_binary_attachments", &self.max_binary_attachments)
+            .field("max_replay", &self.max_replay)
+            .field("inactive_timeout_secs", &self.inactive_timeout_secs)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("handshake_timeout_secs", &self.handshake_timeout_secs)
+            .field("ping_interval_ms", &self.ping_interval_ms)
+            .field("ping_timeout_ms", &self.ping_timeout_ms)
+            .field("socket_buffer_packets", &self.socket_buffer_packets)
+            .field("write_queue", &self.write_queue)
+            .field("fanout_queue", &self.fanout_queue)
+            .field("room_metrics_top", &self.room_metrics_top)
+            .field("shutdown_timeout_secs", &self.shutdown_timeout_secs)
+            .field("log_format", &self.log_format)
+            .field("log_level", &self.log_level)
+            .finish()
     }
 }

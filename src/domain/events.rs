@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::domain::ids::{RoomKey, TenantId, UserId};
 
 /// A stored chat message, in the `chat_message` wire shape.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatMessage {
     pub id: String,
@@ -20,7 +20,7 @@ pub struct ChatMessage {
 }
 
 /// A stored notification (the HTTP shape; the `notification` event carries a subset).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Notification {
     pub id: String,

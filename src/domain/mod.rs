@@ -10,6 +10,7 @@ pub mod events;
 pub mod ids;
 pub mod notifications;
 pub mod presence;
+pub mod publish;
 pub mod rate_limit;
 pub mod rooms;
 pub mod store;

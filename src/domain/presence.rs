@@ -42,6 +42,9 @@ pub trait ConnectionRegistry: Send + Sync + 'static {
     async fn unregister(&self, conn: &ConnectionInfo) -> bool;
 
     async fn stats(&self) -> ConnectionStats;
+
+    /// Live connections of one user.
+    async fn user_connections(&self, user: &UserId) -> usize;
 }
 
 #[derive(Default)]
@@ -101,6 +104,11 @@ impl ConnectionRegistry for LocalRegistry {
             }
         }
         last
+    }
+
+    async fn user_connections(&self, user: &UserId) -> usize {
+        let st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        st.users.get(user).map_or(0, Vec::len)
     }
 
     async fn stats(&self) -> ConnectionStats {

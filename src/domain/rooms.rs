@@ -3,8 +3,10 @@
 use std::sync::Arc;
 
 use crate::domain::auth::Principal;
+use crate::domain::bus::Bus;
+use crate::domain::events::BusMessage;
 use crate::domain::error::DomainError;
-use crate::domain::ids::{Reserved, RoomId, RoomKey};
+use crate::domain::ids::{Reserved, RoomId, RoomKey, UserId};
 use crate::domain::store::Store;
 
 /// What a join request amounts to.
@@ -19,11 +21,45 @@ pub enum JoinDecision {
 #[derive(Clone)]
 pub struct RoomPolicy {
     store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
 }
 
 impl RoomPolicy {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Self {
+        Self { store, bus }
+    }
+
+    /// Lets `user` join the private room. Returns false when the grant existed already.
+    pub async fn grant(&self, key: &RoomKey, user: &UserId) -> Result<bool, DomainError> {
+        Self::require_private(key)?;
+        Ok(self
+            .store
+            .grant_room(key, user, &crate::domain::time::now_rfc3339())
+            .await?)
+    }
+
+    /// Withdraws the grant; the user's sockets that lose access leave the room at once.
+    pub async fn revoke(&self, key: &RoomKey, user: &UserId) -> Result<bool, DomainError> {
+        Self::require_private(key)?;
+        let existed = self.store.revoke_room(key, user).await?;
+        self.bus
+            .publish(BusMessage::RevokeRoom {
+                key: key.clone(),
+                user: user.clone(),
+            })
+            .await
+            .map_err(|_| DomainError::Busy)?;
+        Ok(existed)
+    }
+
+    fn require_private(key: &RoomKey) -> Result<(), DomainError> {
+        if key.room.is_private() {
+            Ok(())
+        } else {
+            Err(DomainError::invalid(
+                "only private: rooms have members; other rooms are open to the tenant",
+            ))
+        }
     }
 
     /// Parses a client-supplied room id; anything outside the alphabet is `INVALID_ROOM`.

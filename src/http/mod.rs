@@ -1,7 +1,9 @@
 //! The axum adapter: health and readiness, CORS and the websocket Origin check around the
 //! Socket.IO layer.
 
+mod api;
 mod health;
+mod metrics;
 mod origin;
 
 use axum::Router;
@@ -29,10 +31,19 @@ pub fn router(settings: &Settings, state: AppState, sio: SocketIoLayer) -> anyho
                     .collect::<Vec<_>>(),
             ),
         });
-    Ok(Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .with_state(state)
+        .route("/metrics", get(metrics::metrics))
+        .with_state(state.clone())
+        .layer(axum::Extension(metrics::MetricsAccess::new(
+            settings.metrics_token.clone(),
+            settings.room_metrics_top,
+        )));
+    if let Some(api) = api::router(state, &settings.api_keys) {
+        app = app.nest("/api/v1", api);
+    }
+    Ok(app
         .layer(sio)
         .layer(axum::middleware::from_fn_with_state(origins, origin::guard))
         .layer(cors))

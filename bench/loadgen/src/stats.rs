@@ -1,0 +1,103 @@
+//! Latency histograms, CPU accounting from /proc, rounding for the JSON output.
+
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+/// Microsecond latencies, 1 µs to 120 s, 3 significant digits.
+pub struct Hist(Histogram<u64>);
+
+impl Default for Hist {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hist {
+    pub fn new() -> Self {
+        Self(Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds"))
+    }
+
+    pub fn record_us(&mut self, us: u64) {
+        self.0.saturating_record(us.max(1));
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.len()
+    }
+
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        self.0.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    pub fn max_ms(&self) -> f64 {
+        self.0.max() as f64 / 1000.0
+    }
+
+    pub fn summary_ms(&self) -> Value {
+        json!({
+            "count": self.count(),
+            "p50": round3(self.quantile_ms(0.50)),
+            "p90": round3(self.quantile_ms(0.90)),
+            "p99": round3(self.quantile_ms(0.99)),
+            "p999": round3(self.quantile_ms(0.999)),
+            "max": round3(self.max_ms()),
+        })
+    }
+}
+
+pub fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+pub fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// utime + stime of a process in clock ticks (USER_HZ, 100 on Linux).
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After ')': state(0) ppid(1) ... utime is field 14 overall → index 11 here, stime 12.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// CPU use of a process over a window, in percent of one core.
+pub struct CpuMeter {
+    pid: String,
+    ticks: Option<u64>,
+    at: Instant,
+}
+
+impl CpuMeter {
+    pub fn start(pid: impl ToString) -> Self {
+        let pid = pid.to_string();
+        Self {
+            ticks: cpu_ticks(&pid),
+            pid,
+            at: Instant::now(),
+        }
+    }
+
+    pub fn percent(&self) -> Option<f64> {
+        let now = cpu_ticks(&self.pid)?;
+        let secs = self.at.elapsed().as_secs_f64();
+        let used = (now - self.ticks?) as f64 / 100.0;
+        Some(round1(100.0 * used / secs.max(1e-9)))
+    }
+}
+
+/// VmRSS of a process, KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}

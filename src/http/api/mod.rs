@@ -1,0 +1,139 @@
+//! The HTTP API for backends and operators (`/api/v1`, PROTOCOL.md §7). Handlers parse into
+//! domain types and call the same services as the socket path; the OpenAPI document is built
+//! from the same route list, so the two cannot disagree.
+
+mod error;
+mod notifications;
+mod publish;
+mod rooms;
+mod users;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::domain::error::DomainError;
+use crate::domain::ids::{RoomId, TenantId, UserId};
+
+pub use error::{ApiError, ApiJson, ApiQuery};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "AegisX Realtime HTTP API", description = "Publish to clients, manage notifications, rooms and connections. Authenticate with `Authorization: Bearer <API key>`."),
+    servers((url = "/api/v1")),
+    modifiers(&BearerAuth),
+    security(("api_key" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// SHA-256 digests of the configured keys: comparing digests in constant time leaks neither a
+/// key's bytes nor its length.
+#[derive(Clone)]
+struct ApiKeys(Arc<Vec<[u8; 32]>>);
+
+impl ApiKeys {
+    fn allows(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        // Check every key, so the time taken does not say which one matched.
+        self.0
+            .iter()
+            .fold(subtle::Choice::from(0), |acc, k| acc | k.ct_eq(&digest))
+            .into()
+    }
+}
+
+/// `/api/v1`, or `None` when no API key is configured (the API is off: 404, never open).
+pub fn router(state: AppState, keys: &[SecretString]) -> Option<Router> {
+    let digests: Vec<[u8; 32]> = keys
+        .iter()
+        .map(|k| k.expose_secret().trim())
+        .filter(|k| !k.is_empty())
+        .map(|k| Sha256::digest(k.as_bytes()).into())
+        .collect();
+    if digests.is_empty() {
+        return None;
+    }
+    let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(publish::publish))
+        .routes(routes!(notifications::create))
+        .routes(routes!(notifications::list))
+        .routes(routes!(users::disconnect))
+        .routes(routes!(rooms::history, rooms::post_message))
+        .routes(routes!(rooms::grant, rooms::revoke))
+        .routes(routes!(users::stats))
+        .with_state(state)
+        .split_for_parts();
+    let doc = Arc::new(doc);
+    let authed = api.layer(axum::middleware::from_fn_with_state(
+        ApiKeys(Arc::new(digests)),
+        require_key,
+    ));
+    Some(
+        Router::new()
+            .route(
+                "/openapi.json",
+                axum::routing::get(move || {
+                    let doc = doc.clone();
+                    async move { axum::Json(doc.as_ref().clone()) }
+                }),
+            )
+            .merge(authed)
+            .fallback(|| async { ApiError::NoRoute }),
+    )
+}
+
+async fn require_key(State(keys): State<ApiKeys>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(key) if keys.allows(key.trim()) => next.run(req).await,
+        _ => ApiError::Unauthorized.into_response(),
+    }
+}
+
+pub(crate) fn parse_user(s: &str) -> Result<UserId, ApiError> {
+    UserId::parse(s).ok_or_else(|| ApiError::BadRequest("userId must be 1 to 128 characters".into()))
+}
+
+pub(crate) fn parse_tenant(s: Option<&str>) -> Result<Option<TenantId>, ApiError> {
+    TenantId::parse_optional(s).map_err(|_| ApiError::BadRequest("tenantId must be at most 128 characters".into()))
+}
+
+pub(crate) fn parse_room(s: &str) -> Result<RoomId, ApiError> {
+    RoomId::parse(s).ok_or(ApiError::Domain(DomainError::InvalidRoom))
+}
+
+/// `limit` of list endpoints: default 50, 1 to 1000.
+pub(crate) fn parse_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(50),
+        Some(n @ 1..=1000) => Ok(n),
+        Some(_) => Err(ApiError::BadRequest("limit must be 1 to 1000".into())),
+    }
+}

@@ -1,0 +1,101 @@
+//! `POST /publish`: an event to a user, a tenant, a room or everyone, on every node.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+
+use super::{ApiError, ApiJson, parse_room, parse_tenant, parse_user};
+use crate::app::AppState;
+use crate::domain::events::Target;
+use crate::domain::ids::RoomKey;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// One of `{ userId }`, `{ tenantId }`, `{ tenantId?, roomId }`, `{ all: true }`.
+    #[schema(value_type = Object)]
+    target: Value,
+    /// Event name clients receive (not a Socket.IO reserved or gateway-owned name).
+    event: String,
+    /// Payload, sent as is (`null` when absent).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    data: Value,
+}
+
+fn parse_target(target: Value) -> Result<Target, ApiError> {
+    let bad = || {
+        ApiError::BadRequest(
+            "target must be one of { userId }, { tenantId }, { tenantId?, roomId }, { all: true }"
+                .into(),
+        )
+    };
+    let Value::Object(t) = target else {
+        return Err(bad());
+    };
+    let text = |t: &Map<String, Value>, k: &str| -> Result<Option<String>, ApiError> {
+        match t.get(k) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ApiError::BadRequest(format!("target.{k} must be a string"))),
+        }
+    };
+    if t.keys().any(|k| !matches!(k.as_str(), "userId" | "tenantId" | "roomId" | "all")) {
+        return Err(bad());
+    }
+    let (user, tenant, room) = (text(&t, "userId")?, text(&t, "tenantId")?, text(&t, "roomId")?);
+    let all = t.get("all");
+    match (user, tenant, room, all) {
+        (Some(u), None, None, None) => Ok(Target::User { user: parse_user(&u)? }),
+        (None, Some(tn), None, None) => match parse_tenant(Some(&tn))? {
+            Some(tenant) => Ok(Target::Tenant { tenant }),
+            None => Err(ApiError::BadRequest("target.tenantId must not be empty".into())),
+        },
+        (None, tn, Some(r), None) => {
+            let room = parse_room(&r)?;
+            if room.reserved().is_some() {
+                return Err(ApiError::BadRequest(
+                    "user: and tenant: rooms are targeted with { userId } or { tenantId }".into(),
+                ));
+            }
+            Ok(Target::Room { key: RoomKey::new(parse_tenant(tn.as_deref())?, room) })
+        }
+        (None, None, None, Some(Value::Bool(true))) => Ok(Target::All),
+        _ => Err(bad()),
+    }
+}
+
+/// Publish an event to connected clients.
+#[utoipa::path(post, path = "/publish", request_body = PublishRequest,
+    responses((status = 202, description = "Accepted for delivery on every node"),
+              (status = 400, description = "Bad target, reserved event name"),
+              (status = 401, description = "Missing or invalid API key")))]
+pub async fn publish(
+    State(app): State<AppState>,
+    ApiJson(req): ApiJson<PublishRequest>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    let target = parse_target(req.target)?;
+    app.publisher.publish(target, req.event, req.data).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({ "accepted": true }))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_and_mixed_ones_are_refused() {
+        assert!(matches!(parse_target(json!({"userId": "u"})), Ok(Target::User { .. })));
+        assert!(matches!(parse_target(json!({"tenantId": "t"})), Ok(Target::Tenant { .. })));
+        assert!(matches!(parse_target(json!({"roomId": "r"})), Ok(Target::Room { .. })));
+        assert!(matches!(parse_target(json!({"roomId": "r", "tenantId": "t"})), Ok(Target::Room { .. })));
+        assert!(matches!(parse_target(json!({"all": true})), Ok(Target::All)));
+        for bad in [json!({"userId": "u", "tenantId": "t"}), json!({"all": false}), json!({}),
+                    json!({"userId": "u", "all": true}), json!({"roomId": "user:x"}),
+                    json!({"roomId": "bad room"}), json!("u"), json!({"other": 1})] {
+            assert!(parse_target(bad.clone()).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! `GET /metrics`: Prometheus text, behind `METRICS_TOKEN` when one is set.
+
+use axum::Extension;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+
+#[derive(Clone)]
+pub struct MetricsAccess {
+    token: Option<SecretString>,
+    top_rooms: usize,
+}
+
+impl MetricsAccess {
+    pub fn new(token: Option<SecretString>, top_rooms: usize) -> Self {
+        Self { token, top_rooms }
+    }
+}
+
+pub async fn metrics(Extension(access): Extension<MetricsAccess>, headers: HeaderMap) -> Response {
+    if let Some(token) = &access.token {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let ok: bool = presented
+            .as_bytes()
+            .ct_eq(token.expose_secret().as_bytes())
+            .into();
+        if !ok {
+            return (StatusCode::UNAUTHORIZED, "metrics token required\n").into_response();
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        crate::metrics::render(access.top_rooms),
+    )
+        .into_response()
+}

@@ -94,8 +94,13 @@ impl Application {
             max_message_len: settings.max_message_length,
             max_replay: settings.max_replay,
         };
-        let (chat, _writer) =
-            ChatService::start(store.clone(), bus.clone(), fanout_tx, limits, settings.write_queue);
+        let (chat, _writer) = ChatService::start(
+            store.clone(),
+            bus.clone(),
+            fanout_tx,
+            limits,
+            settings.write_queue,
+        );
         let (deadlines, deadline_task) = deadlines::channel();
         let state = AppState(Arc::new(AppInner {
             limits: Limits {
@@ -140,7 +145,10 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then: report not-ready and refuse new sockets, close
     /// the live ones (their clients reconnect elsewhere), let queued writes commit, exit.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let Self {
             listener,
             router,
@@ -150,7 +158,12 @@ impl Application {
         } = self;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let header_timeout = Duration::from_secs(settings.handshake_timeout_secs);
-        let server = tokio::spawn(crate::server::serve(listener, router, header_timeout, stop_rx));
+        let server = tokio::spawn(crate::server::serve(
+            listener,
+            router,
+            header_timeout,
+            stop_rx,
+        ));
         shutdown.await;
         tracing::info!("shutting down");
         state.shutting_down.store(true, Ordering::Release);
@@ -163,7 +176,10 @@ impl Application {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(?grace, "shutdown took longer than SHUTDOWN_TIMEOUT_SECS; exiting");
+            tracing::warn!(
+                ?grace,
+                "shutdown took longer than SHUTDOWN_TIMEOUT_SECS; exiting"
+            );
         }
         tracing::info!("stopped");
         Ok(())

@@ -9,7 +9,11 @@ use crate::keys;
 use crate::settings::{JwtSettings, Settings};
 
 #[derive(Parser)]
-#[command(name = "aegisx-realtime", version, about = "Socket.IO real-time gateway: chat, notifications, presence, server push")]
+#[command(
+    name = "aegisx-realtime",
+    version,
+    about = "Socket.IO real-time gateway: chat, notifications, presence, server push"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -27,7 +31,7 @@ pub enum Command {
         settings: Box<Settings>,
     },
     /// Mint a JWT with the configured key.
-    Token(TokenArgs),
+    Token(Box<TokenArgs>),
     /// Validate the settings and key material, print them (secrets redacted), and exit.
     CheckConfig {
         #[command(flatten)]
@@ -65,6 +69,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { dev, settings } => serve(*settings, dev).await,
         Command::Token(args) => {
+            let args = *args;
             let keys = keys::load(&args.jwt)?;
             let issuer = keys.issuer.context(
                 "JWT_PUBLIC_KEY_FILE only verifies: set JWT_PRIVATE_KEY_FILE to mint RS256/ES256 tokens",
@@ -96,7 +101,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(mut settings: Settings, dev: bool) -> anyhow::Result<()> {
     crate::telemetry::init(settings.log_format, &settings.log_level);
-    let generated = dev && settings.jwt.jwt_secret.is_none() && settings.jwt.jwt_public_key_file.is_none();
+    let generated =
+        dev && settings.jwt.jwt_secret.is_none() && settings.jwt.jwt_public_key_file.is_none();
     if generated {
         settings.jwt.jwt_secret = Some(keys::ephemeral_secret());
     }
@@ -120,7 +126,10 @@ fn print_dev_banner(
 ) -> anyhow::Result<()> {
     use secrecy::ExposeSecret;
     if generated && let Some(secret) = &settings.jwt.jwt_secret {
-        println!("\nDevelopment mode: ephemeral JWT_SECRET (valid until this process exits):\n  {}", secret.expose_secret());
+        println!(
+            "\nDevelopment mode: ephemeral JWT_SECRET (valid until this process exits):\n  {}",
+            secret.expose_secret()
+        );
     }
     let Some(issuer) = issuer else { return Ok(()) };
     let mint = |sub: &str, name: &str| {

@@ -40,7 +40,11 @@ async fn run(io: SocketIo, mut rx: FanoutReceiver) {
                     // A socket whose token names the room keeps it: only the grant went away.
                     if let Some(session) = s.extensions.get::<Arc<Session>>()
                         && session.is_in(&key)
-                        && !session.principal().rooms.iter().any(|r| r == key.room.as_str())
+                        && !session
+                            .principal()
+                            .rooms
+                            .iter()
+                            .any(|r| r == key.room.as_str())
                     {
                         leave_room(&s, &session, &key);
                     }

@@ -78,8 +78,9 @@ pub fn load(jwt: &JwtSettings) -> Result<Keys, SettingsError> {
                     Ok(k) => (JwtAlgorithm::RS256, k),
                     Err(_) => (
                         JwtAlgorithm::ES256,
-                        DecodingKey::from_ec_pem(&pem)
-                            .map_err(|_| bad("neither an RSA nor an EC public key in PEM".into()))?,
+                        DecodingKey::from_ec_pem(&pem).map_err(|_| {
+                            bad("neither an RSA nor an EC public key in PEM".into())
+                        })?,
                     ),
                 },
             };

@@ -45,14 +45,19 @@ fn rooms() -> std::sync::MutexGuard<'static, HashMap<RoomKey, u64>> {
 
 /// The Prometheus text exposition, with the `top_rooms` largest rooms.
 pub fn render(top_rooms: usize) -> String {
-    let mut out = HANDLE.get().map(PrometheusHandle::render).unwrap_or_default();
+    let mut out = HANDLE
+        .get()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
     let mut largest: Vec<(String, u64)> = rooms()
         .iter()
         .map(|(k, n)| (k.metric_label(), *n))
         .collect();
     largest.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     largest.truncate(top_rooms);
-    out.push_str("# HELP websocket_room_connections Number of connections per room (largest rooms only)\n");
+    out.push_str(
+        "# HELP websocket_room_connections Number of connections per room (largest rooms only)\n",
+    );
     out.push_str("# TYPE websocket_room_connections gauge\n");
     for (label, n) in largest {
         out.push_str(&format!(
@@ -64,7 +69,9 @@ pub fn render(top_rooms: usize) -> String {
 }
 
 fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 pub fn connection_opened(tenant: &str) {
@@ -128,7 +135,9 @@ pub fn delivery_latency(chat_message: &serde_json::Value) {
         .and_then(|t| t.as_str())
         .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
     if let Some(created) = created {
-        let secs = (OffsetDateTime::now_utc() - created).as_seconds_f64().max(0.0);
+        let secs = (OffsetDateTime::now_utc() - created)
+            .as_seconds_f64()
+            .max(0.0);
         histogram!("websocket_delivery_latency_seconds").record(secs);
     }
 }

@@ -59,7 +59,10 @@ pub struct JwtSettings {
 impl std::fmt::Debug for JwtSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtSettings")
-            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "[redacted]"))
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "[redacted]"),
+            )
             .field("jwt_public_key_file", &self.jwt_public_key_file)
             .field("jwt_algorithm", &self.jwt_algorithm)
             .field("jwt_issuer", &self.jwt_issuer)
@@ -70,7 +73,9 @@ impl std::fmt::Debug for JwtSettings {
 
 impl JwtSettings {
     pub fn secret_bytes(&self) -> Option<&[u8]> {
-        self.jwt_secret.as_ref().map(|s| s.expose_secret().as_bytes())
+        self.jwt_secret
+            .as_ref()
+            .map(|s| s.expose_secret().as_bytes())
     }
 }
 
@@ -85,10 +90,20 @@ pub struct Settings {
     #[command(flatten)]
     pub jwt: JwtSettings,
     /// Allowed browser origins (comma list). `*` allows any origin (not for production).
-    #[arg(long, env = "CORS_ORIGIN", default_value = "http://localhost:3000", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "CORS_ORIGIN",
+        default_value = "http://localhost:3000",
+        value_delimiter = ','
+    )]
     pub cors_origin: Vec<String>,
     /// Where messages, notifications and grants are stored: sqlite://… or postgres://…
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/aegisx.db", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data/aegisx.db",
+        hide_env_values = true
+    )]
     pub database_url: String,
     /// API keys for `/api/v1` (comma list). None: the HTTP API is off (404).
     #[arg(long, env = "API_KEYS", value_delimiter = ',', hide_env_values = true)]
@@ -190,15 +205,51 @@ impl Settings {
     /// Checks the limits; key material is checked when the keys are loaded.
     pub fn validate(&self) -> Result<(), SettingsError> {
         let checks: [(&'static str, bool, &'static str); 9] = [
-            ("RATE_LIMIT_PER_MINUTE", self.rate_limit_per_minute >= 1, "at least 1"),
-            ("MAX_CONNECTIONS_PER_USER", self.max_connections_per_user >= 1, "at least 1"),
-            ("MAX_MESSAGE_LENGTH", self.max_message_length >= 1, "at least 1"),
-            ("MAX_PAYLOAD_BYTES", self.max_payload_bytes >= 1024, "at least 1024"),
-            ("MAX_REPLAY", (1..=100_000).contains(&self.max_replay), "1 to 100000"),
-            ("INACTIVE_TIMEOUT_SECS", self.inactive_timeout_secs >= 1, "at least 1"),
-            ("CONNECT_TIMEOUT_SECS", self.connect_timeout_secs >= 1, "at least 1"),
-            ("SOCKET_BUFFER_PACKETS", self.socket_buffer_packets >= 16, "at least 16"),
-            ("WRITE_QUEUE", self.write_queue >= 1 && self.fanout_queue >= 1, "at least 1 (and FANOUT_QUEUE)"),
+            (
+                "RATE_LIMIT_PER_MINUTE",
+                self.rate_limit_per_minute >= 1,
+                "at least 1",
+            ),
+            (
+                "MAX_CONNECTIONS_PER_USER",
+                self.max_connections_per_user >= 1,
+                "at least 1",
+            ),
+            (
+                "MAX_MESSAGE_LENGTH",
+                self.max_message_length >= 1,
+                "at least 1",
+            ),
+            (
+                "MAX_PAYLOAD_BYTES",
+                self.max_payload_bytes >= 1024,
+                "at least 1024",
+            ),
+            (
+                "MAX_REPLAY",
+                (1..=100_000).contains(&self.max_replay),
+                "1 to 100000",
+            ),
+            (
+                "INACTIVE_TIMEOUT_SECS",
+                self.inactive_timeout_secs >= 1,
+                "at least 1",
+            ),
+            (
+                "CONNECT_TIMEOUT_SECS",
+                self.connect_timeout_secs >= 1,
+                "at least 1",
+            ),
+            (
+                "SOCKET_BUFFER_PACKETS",
+                self.socket_buffer_packets >= 16,
+                "at least 16",
+            ),
+            (
+                "WRITE_QUEUE",
+                self.write_queue >= 1 && self.fanout_queue >= 1,
+                "at least 1 (and FANOUT_QUEUE)",
+            ),
         ];
         for (var, ok, rule) in checks {
             if !ok {
@@ -220,9 +271,18 @@ impl std::fmt::Debug for Settings {
             .field("port", &self.port)
             .field("jwt", &self.jwt)
             .field("cors_origin", &self.cors_origin)
-            .field("database_url", &crate::store::redact_url(&self.database_url))
-            .field("api_keys", &format_args!("[{} redacted]", self.api_keys.len()))
-            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "[redacted]"))
+            .field(
+                "database_url",
+                &crate::store::redact_url(&self.database_url),
+            )
+            .field(
+                "api_keys",
+                &format_args!("[{} redacted]", self.api_keys.len()),
+            )
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "[redacted]"),
+            )
             .field("rate_limit_per_minute", &self.rate_limit_per_minute)
             .field("max_connections_per_user", &self.max_connections_per_user)
             .field("max_rooms_per_connection", &self.max_rooms_per_connection)

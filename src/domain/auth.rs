@@ -76,9 +76,9 @@ impl TokenVerifier {
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
             .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::Invalid,
-            })?;
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            _ => AuthError::Invalid,
+        })?;
         principal_from_claims(&data.claims)
     }
 }
@@ -91,14 +91,21 @@ fn principal_from_claims(c: &Map<String, Value>) -> Result<Principal, AuthError>
         .ok_or(AuthError::Invalid)?;
     let tenant = match c.get("tenantId") {
         None | Some(Value::Null) => None,
-        Some(Value::String(t)) => TenantId::parse_optional(Some(t)).map_err(|_| AuthError::Invalid)?,
+        Some(Value::String(t)) => {
+            TenantId::parse_optional(Some(t)).map_err(|_| AuthError::Invalid)?
+        }
         Some(_) => return Err(AuthError::Invalid),
     };
     let text = |k: &str| c.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
     let list = |k: &str| -> Vec<String> {
         c.get(k)
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let email = text("email").map(str::to_owned);
@@ -179,17 +186,30 @@ mod tests {
     const SECRET: &[u8] = b"unit-test-secret-unit-test-secret";
 
     fn verifier() -> TokenVerifier {
-        TokenVerifier::new(Algorithm::HS256, DecodingKey::from_secret(SECRET), None, None)
+        TokenVerifier::new(
+            Algorithm::HS256,
+            DecodingKey::from_secret(SECRET),
+            None,
+            None,
+        )
     }
 
     fn sign(claims: Value) -> String {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET))
-            .unwrap()
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
     }
 
     #[test]
     fn valid_token_gives_principal_with_name_fallbacks() {
-        let p = verifier().verify(&sign(json!({"sub": "u1", "email": "u1@x.io", "tenantId": "acme"}))).unwrap();
+        let p = verifier()
+            .verify(&sign(
+                json!({"sub": "u1", "email": "u1@x.io", "tenantId": "acme"}),
+            ))
+            .unwrap();
         assert_eq!(p.user_id.as_str(), "u1");
         assert_eq!(p.name, "u1@x.io");
         assert_eq!(p.tenant.unwrap().as_str(), "acme");
@@ -200,7 +220,12 @@ mod tests {
 
     #[test]
     fn bad_sub_is_invalid() {
-        for claims in [json!({}), json!({"sub": ""}), json!({"sub": 7}), json!({"sub": "x".repeat(129)})] {
+        for claims in [
+            json!({}),
+            json!({"sub": ""}),
+            json!({"sub": 7}),
+            json!({"sub": "x".repeat(129)}),
+        ] {
             assert_eq!(verifier().verify(&sign(claims)), Err(AuthError::Invalid));
         }
     }
@@ -220,23 +245,51 @@ mod tests {
     fn alg_none_and_other_algorithms_are_refused() {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let none = format!("{}.{}.", b64.encode(r#"{"alg":"none","typ":"JWT"}"#), b64.encode(r#"{"sub":"u"}"#));
+        let none = format!(
+            "{}.{}.",
+            b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            b64.encode(r#"{"sub":"u"}"#)
+        );
         assert_eq!(verifier().verify(&none), Err(AuthError::Invalid));
-        let hs384 = jsonwebtoken::encode(&Header::new(Algorithm::HS384), &json!({"sub": "u"}), &EncodingKey::from_secret(SECRET)).unwrap();
+        let hs384 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS384),
+            &json!({"sub": "u"}),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
         assert_eq!(verifier().verify(&hs384), Err(AuthError::Invalid));
     }
 
     #[test]
     fn issuer_and_audience_are_checked_when_configured() {
-        let v = TokenVerifier::new(Algorithm::HS256, DecodingKey::from_secret(SECRET), Some("iss-a"), Some("aud-a"));
-        assert!(v.verify(&sign(json!({"sub": "u", "iss": "iss-a", "aud": "aud-a"}))).is_ok());
-        assert_eq!(v.verify(&sign(json!({"sub": "u", "iss": "iss-b", "aud": "aud-a"}))), Err(AuthError::Invalid));
-        assert_eq!(v.verify(&sign(json!({"sub": "u", "iss": "iss-a", "aud": "aud-b"}))), Err(AuthError::Invalid));
+        let v = TokenVerifier::new(
+            Algorithm::HS256,
+            DecodingKey::from_secret(SECRET),
+            Some("iss-a"),
+            Some("aud-a"),
+        );
+        assert!(
+            v.verify(&sign(json!({"sub": "u", "iss": "iss-a", "aud": "aud-a"})))
+                .is_ok()
+        );
+        assert_eq!(
+            v.verify(&sign(json!({"sub": "u", "iss": "iss-b", "aud": "aud-a"}))),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            v.verify(&sign(json!({"sub": "u", "iss": "iss-a", "aud": "aud-b"}))),
+            Err(AuthError::Invalid)
+        );
     }
 
     #[test]
     fn wrong_signature_is_invalid() {
-        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &json!({"sub": "u"}), &EncodingKey::from_secret(b"other")).unwrap();
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"sub": "u"}),
+            &EncodingKey::from_secret(b"other"),
+        )
+        .unwrap();
         assert_eq!(verifier().verify(&t), Err(AuthError::Invalid));
         assert_eq!(verifier().verify("garbage"), Err(AuthError::Invalid));
     }

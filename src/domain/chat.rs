@@ -137,7 +137,10 @@ impl ChatService {
         user_name: String,
         message: String,
     ) -> Result<ChatMessage, DomainError> {
-        self.submit(key, user_id, user_name, message).await?.stored().await
+        self.submit(key, user_id, user_name, message)
+            .await?
+            .stored()
+            .await
     }
 
     /// Replays the stored messages after `since` to the socket, then joins it to the room.

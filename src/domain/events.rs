@@ -71,9 +71,14 @@ pub struct Delivery {
 pub enum BusMessage {
     Deliver(Delivery),
     /// Close every connection of the user (server-side disconnect).
-    DisconnectUser { user: UserId },
+    DisconnectUser {
+        user: UserId,
+    },
     /// The user lost access to a private room: its sockets leave it.
-    RevokeRoom { key: RoomKey, user: UserId },
+    RevokeRoom {
+        key: RoomKey,
+        user: UserId,
+    },
 }
 
 /// The `error` event payload: `{ type: "error", code, message, timestamp }`.

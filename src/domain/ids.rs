@@ -36,17 +36,21 @@ pub struct TenantId(String);
 
 impl TenantId {
     /// `None` for an absent or empty tenant (the no-tenant scope); `Err` when it is too long.
-    pub fn parse_optional(s: Option<&str>) -> Result<Option<Self>, ()> {
+    pub fn parse_optional(s: Option<&str>) -> Result<Option<Self>, TenantTooLong> {
         match s {
             None | Some("") => Ok(None),
             Some(s) if s.chars().count() <= MAX_ID_LEN => Ok(Some(Self(s.to_owned()))),
-            Some(_) => Err(()),
+            Some(_) => Err(TenantTooLong),
         }
     }
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("tenant id longer than {MAX_ID_LEN} characters")]
+pub struct TenantTooLong;
 
 impl fmt::Display for TenantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -63,8 +67,7 @@ impl RoomId {
     pub fn parse(s: &str) -> Option<Self> {
         let ok = !s.is_empty()
             && s.len() <= MAX_ID_LEN
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
         ok.then(|| Self(s.to_owned()))
     }
@@ -163,8 +166,14 @@ mod tests {
 
     #[test]
     fn tenants_scope_rooms() {
-        let a = RoomKey::new(TenantId::parse_optional(Some("a")).unwrap(), RoomId::parse("g").unwrap());
-        let b = RoomKey::new(TenantId::parse_optional(Some("b")).unwrap(), RoomId::parse("g").unwrap());
+        let a = RoomKey::new(
+            TenantId::parse_optional(Some("a")).unwrap(),
+            RoomId::parse("g").unwrap(),
+        );
+        let b = RoomKey::new(
+            TenantId::parse_optional(Some("b")).unwrap(),
+            RoomId::parse("g").unwrap(),
+        );
         let none = RoomKey::new(None, RoomId::parse("g").unwrap());
         assert_ne!(a.adapter_room(), b.adapter_room());
         assert_ne!(a.adapter_room(), none.adapter_room());

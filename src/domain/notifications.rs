@@ -43,7 +43,9 @@ impl NotificationService {
         ] {
             let n = value.chars().count();
             if n == 0 || n > max {
-                return Err(DomainError::invalid(format!("{name} must be 1 to {max} characters")));
+                return Err(DomainError::invalid(format!(
+                    "{name} must be 1 to {max} characters"
+                )));
             }
         }
         let stored = self
@@ -58,13 +60,18 @@ impl NotificationService {
                 timestamp: now_rfc3339(),
             })
             .await?;
-        self.deliver(&user, "notification", stored.event_payload()).await;
+        self.deliver(&user, "notification", stored.event_payload())
+            .await;
         Ok(stored)
     }
 
     /// Marks the user's own notification read and tells every connection of the user.
     pub async fn mark_read(&self, user: &UserId, id: &str) -> Result<(), DomainError> {
-        match self.store.mark_notification_read(user, id, &now_rfc3339()).await? {
+        match self
+            .store
+            .mark_notification_read(user, id, &now_rfc3339())
+            .await?
+        {
             MarkRead::NotFound => Err(DomainError::NotFound("Notification not found".into())),
             MarkRead::Marked | MarkRead::AlreadyRead => {
                 self.deliver(user, "notification_read", json!({ "notificationId": id }))
@@ -80,7 +87,10 @@ impl NotificationService {
         unread_only: bool,
         limit: u32,
     ) -> Result<Vec<Notification>, DomainError> {
-        Ok(self.store.list_notifications(user, unread_only, limit).await?)
+        Ok(self
+            .store
+            .list_notifications(user, unread_only, limit)
+            .await?)
     }
 
     async fn deliver(&self, user: &UserId, event: &str, data: serde_json::Value) {
@@ -90,7 +100,10 @@ impl NotificationService {
             data,
         });
         if self.bus.publish(msg).await.is_err() {
-            tracing::warn!(event, "fan-out stopped; stored notification not delivered live");
+            tracing::warn!(
+                event,
+                "fan-out stopped; stored notification not delivered live"
+            );
         }
     }
 }

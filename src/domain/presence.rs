@@ -35,8 +35,11 @@ pub struct ConnectionStats {
 pub trait ConnectionRegistry: Send + Sync + 'static {
     /// Adds the connection unless the user already has `max_per_user`. Returns true when it is
     /// the user's first live connection (the user comes online).
-    async fn register(&self, conn: &ConnectionInfo, max_per_user: usize)
-    -> Result<bool, RegistryError>;
+    async fn register(
+        &self,
+        conn: &ConnectionInfo,
+        max_per_user: usize,
+    ) -> Result<bool, RegistryError>;
 
     /// Removes the connection. Returns true when it was the user's last (the user goes offline).
     async fn unregister(&self, conn: &ConnectionInfo) -> bool;
@@ -115,8 +118,16 @@ impl ConnectionRegistry for LocalRegistry {
         let st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         ConnectionStats {
             total_connections: st.users.values().map(Vec::len).sum(),
-            users: st.users.iter().map(|(u, s)| (u.to_string(), s.len())).collect(),
-            tenants: st.tenants.iter().map(|(t, n)| (t.to_string(), *n)).collect(),
+            users: st
+                .users
+                .iter()
+                .map(|(u, s)| (u.to_string(), s.len()))
+                .collect(),
+            tenants: st
+                .tenants
+                .iter()
+                .map(|(t, n)| (t.to_string(), *n))
+                .collect(),
         }
     }
 }
@@ -138,11 +149,17 @@ mod tests {
         let r = LocalRegistry::default();
         assert_eq!(r.register(&conn("a", "u"), 2).await, Ok(true));
         assert_eq!(r.register(&conn("b", "u"), 2).await, Ok(false));
-        assert_eq!(r.register(&conn("c", "u"), 2).await, Err(RegistryError::TooManyConnections));
+        assert_eq!(
+            r.register(&conn("c", "u"), 2).await,
+            Err(RegistryError::TooManyConnections)
+        );
         assert_eq!(r.stats().await.total_connections, 2);
         assert!(!r.unregister(&conn("a", "u")).await);
         assert!(r.unregister(&conn("b", "u")).await);
-        assert!(!r.unregister(&conn("b", "u")).await, "unknown sockets are ignored");
+        assert!(
+            !r.unregister(&conn("b", "u")).await,
+            "unknown sockets are ignored"
+        );
         let s = r.stats().await;
         assert_eq!(s.total_connections, 0);
         assert!(s.tenants.is_empty() && s.users.is_empty());
@@ -167,8 +184,12 @@ impl PresenceService {
     /// presence broadcast.
     pub async fn announce(&self, user: &UserId, tenant: Option<&TenantId>, status: &str) {
         if let Some(t) = tenant {
-            self.publish(crate::domain::events::Target::Tenant { tenant: t.clone() }, user, status)
-                .await;
+            self.publish(
+                crate::domain::events::Target::Tenant { tenant: t.clone() },
+                user,
+                status,
+            )
+            .await;
         }
     }
 

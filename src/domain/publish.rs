@@ -55,10 +55,19 @@ impl PublishService {
         Self { bus }
     }
 
-    pub async fn publish(&self, target: Target, event: String, data: Value) -> Result<(), DomainError> {
+    pub async fn publish(
+        &self,
+        target: Target,
+        event: String,
+        data: Value,
+    ) -> Result<(), DomainError> {
         validate_event(&event)?;
         self.bus
-            .publish(BusMessage::Deliver(Delivery { target, event, data }))
+            .publish(BusMessage::Deliver(Delivery {
+                target,
+                event,
+                data,
+            }))
             .await
             .map_err(|_| DomainError::Busy)
     }
@@ -78,7 +87,14 @@ mod tests {
 
     #[test]
     fn reserved_and_owned_events_are_refused() {
-        for e in ["connect", "disconnect", "chat_message", "error", "connected", "token_refreshed"] {
+        for e in [
+            "connect",
+            "disconnect",
+            "chat_message",
+            "error",
+            "connected",
+            "token_refreshed",
+        ] {
             assert!(validate_event(e).is_err(), "{e}");
         }
         for e in ["order_updated", "notification", "broadcast", "user_status"] {

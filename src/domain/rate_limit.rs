@@ -50,7 +50,10 @@ impl LocalRateLimiter {
             st.last_sweep = now;
         }
         let log = st.users.entry(user.clone()).or_default();
-        while log.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+        while log
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+        {
             log.pop_front();
         }
         if log.len() >= self.limit {

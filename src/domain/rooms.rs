@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use crate::domain::auth::Principal;
 use crate::domain::bus::Bus;
-use crate::domain::events::BusMessage;
 use crate::domain::error::DomainError;
+use crate::domain::events::BusMessage;
 use crate::domain::ids::{Reserved, RoomId, RoomKey, UserId};
 use crate::domain::store::Store;
 

@@ -13,7 +13,8 @@ pub fn format_rfc3339(t: OffsetDateTime) -> String {
     let t = t
         .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
         .unwrap_or(t);
-    t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 /// Seconds since the Unix epoch, as JWT `exp` is written.

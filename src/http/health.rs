@@ -21,7 +21,10 @@ pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
     }
     let db = tokio::time::timeout(std::time::Duration::from_secs(2), app.store.ping()).await;
     match db {
-        Ok(Ok(())) => (StatusCode::OK, Json(json!({ "status": "ready", "database": "ok" }))),
+        Ok(Ok(())) => (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "database": "ok" })),
+        ),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: database failed");
             (

@@ -34,7 +34,10 @@ pub async fn metrics(Extension(access): Extension<MetricsAccess>, headers: Heade
         }
     }
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         crate::metrics::render(access.top_rooms),
     )
         .into_response()

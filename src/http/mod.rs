@@ -11,6 +11,7 @@ use axum::routing::get;
 use http::{HeaderValue, Method};
 use socketioxide::layer::SocketIoLayer;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
 use crate::settings::Settings;
@@ -46,5 +47,11 @@ pub fn router(settings: &Settings, state: AppState, sio: SocketIoLayer) -> anyho
     Ok(app
         .layer(sio)
         .layer(axum::middleware::from_fn_with_state(origins, origin::guard))
-        .layer(cors))
+        .layer(cors)
+        .layer(
+            // One span per request, with the path only: query strings may carry tokens.
+            TraceLayer::new_for_http().make_span_with(|req: &axum::extract::Request| {
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+            }),
+        ))
 }

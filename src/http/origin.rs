@@ -26,7 +26,9 @@ impl AllowedOrigins {
         }
         for o in &list {
             if !(o.starts_with("http://") || o.starts_with("https://")) {
-                anyhow::bail!("CORS_ORIGIN entry {o:?} must be an origin like https://app.example.com");
+                anyhow::bail!(
+                    "CORS_ORIGIN entry {o:?} must be an origin like https://app.example.com"
+                );
             }
         }
         Ok(Self::List(list))
@@ -62,12 +64,17 @@ mod tests {
 
     #[test]
     fn origins_match_exactly_without_trailing_slash() {
-        let o = AllowedOrigins::parse(&["http://localhost:3000/".into(), "https://a.io".into()]).unwrap();
+        let o = AllowedOrigins::parse(&["http://localhost:3000/".into(), "https://a.io".into()])
+            .unwrap();
         assert!(o.allows("http://localhost:3000"));
         assert!(o.allows("https://a.io"));
         assert!(!o.allows("https://evil.io"));
         assert!(!o.allows("http://localhost:3001"));
-        assert!(AllowedOrigins::parse(&["*".into()]).unwrap().allows("https://x"));
+        assert!(
+            AllowedOrigins::parse(&["*".into()])
+                .unwrap()
+                .allows("https://x")
+        );
         assert!(AllowedOrigins::parse(&["localhost".into()]).is_err());
     }
 }

@@ -113,15 +113,18 @@ pub async fn on_connect(
         }),
     );
     crate::metrics::connection_opened(p.tenant_label());
-    tracing::info!(sid = %s.id, user = %p.user_id, tenant = p.tenant_label(), transport = ?s.transport_type(), "connected");
+    session
+        .span
+        .in_scope(|| tracing::info!(transport = ?s.transport_type(), "connected"));
     app.deadlines.watch(s.id).await;
     if session.first_connection {
-        app.presence.announce(&p.user_id, p.tenant.as_ref(), "online").await;
+        app.presence
+            .announce(&p.user_id, p.tenant.as_ref(), "online")
+            .await;
     }
 }
 
 async fn on_disconnect(
-    s: SocketRef,
     reason: DisconnectReason,
     State(app): State<AppState>,
     Extension(session): Extension<Arc<Session>>,
@@ -131,9 +134,13 @@ async fn on_disconnect(
     for key in session.joined_rooms() {
         crate::metrics::room_left(&key);
     }
-    tracing::info!(sid = %s.id, user = %p.user_id, ?reason, "disconnected");
+    session
+        .span
+        .in_scope(|| tracing::info!(?reason, "disconnected"));
     if app.registry.unregister(&session.conn).await {
-        app.presence.announce(&p.user_id, p.tenant.as_ref(), "offline").await;
+        app.presence
+            .announce(&p.user_id, p.tenant.as_ref(), "offline")
+            .await;
     }
 }
 
@@ -152,17 +159,35 @@ mod tests {
     #[test]
     fn first_present_source_wins() {
         let auth = json!({"token": "from-auth"});
-        assert_eq!(extract_token(&parts("/?token=q", Some("Bearer h")), Some(&auth)).as_deref(), Some("h"));
-        assert_eq!(extract_token(&parts("/?token=q", None), Some(&auth)).as_deref(), Some("q"));
-        assert_eq!(extract_token(&parts("/", None), Some(&auth)).as_deref(), Some("from-auth"));
+        assert_eq!(
+            extract_token(&parts("/?token=q", Some("Bearer h")), Some(&auth)).as_deref(),
+            Some("h")
+        );
+        assert_eq!(
+            extract_token(&parts("/?token=q", None), Some(&auth)).as_deref(),
+            Some("q")
+        );
+        assert_eq!(
+            extract_token(&parts("/", None), Some(&auth)).as_deref(),
+            Some("from-auth")
+        );
     }
 
     #[test]
     fn empty_and_non_bearer_count_as_absent() {
         let auth = json!({"token": "a"});
-        assert_eq!(extract_token(&parts("/?token=", Some("Basic xyz")), Some(&auth)).as_deref(), Some("a"));
+        assert_eq!(
+            extract_token(&parts("/?token=", Some("Basic xyz")), Some(&auth)).as_deref(),
+            Some("a")
+        );
         assert_eq!(extract_token(&parts("/", Some("Bearer ")), None), None);
-        assert_eq!(extract_token(&parts("/", None), Some(&json!({"token": ""}))), None);
-        assert_eq!(extract_token(&parts("/", None), Some(&json!({"token": 5}))), None);
+        assert_eq!(
+            extract_token(&parts("/", None), Some(&json!({"token": ""}))),
+            None
+        );
+        assert_eq!(
+            extract_token(&parts("/", None), Some(&json!({"token": 5}))),
+            None
+        );
     }
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use socketioxide::extract::{AckSender, Event, Extension, SocketRef, State, TryData};
+use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::domain::auth::Principal;
@@ -22,47 +23,54 @@ pub async fn handle(
     State(app): State<AppState>,
     Extension(session): Extension<Arc<Session>>,
 ) {
-    turn.wait().await;
-    let p = session.principal();
-    // Rate limit first: it counts every event that reaches it, whatever its shape.
-    if !app.rate_limiter.allow(&p.user_id).await {
-        crate::metrics::rate_limited();
-        turn.pass();
-        return reply::fail(&s, ack, &DomainError::RateLimited);
-    }
-    let (kind, body) = match envelope(data.ok()) {
-        Ok(v) => v,
-        Err(e) => {
+    let span = session.span.clone();
+    async move {
+        turn.wait().await;
+        let p = session.principal();
+        // Rate limit first: it counts every event that reaches it, whatever its shape.
+        if !app.rate_limiter.allow(&p.user_id).await {
+            crate::metrics::rate_limited();
             turn.pass();
-            return reply::fail(&s, ack, &e);
+            return reply::fail(&s, ack, &DomainError::RateLimited);
         }
-    };
-    let res = match kind.as_str() {
-        "send_message" => send_message(&app, &session, &p, body, &mut turn).await,
-        "typing_start" => typing(&app, &session, &p, body, true).await,
-        "typing_stop" => typing(&app, &session, &p, body, false).await,
-        "mark_notification_read" => mark_read(&app, &p, body).await,
-        "user_status" => user_status(&app, &p, body).await,
-        _ => {
-            tracing::warn!(sid = %s.id, r#type = %kind, "unknown message type dropped");
-            crate::metrics::message("unknown", p.tenant_label());
-            Err(DomainError::UnknownEvent(kind.clone()))
+        let (kind, body) = match envelope(data.ok()) {
+            Ok(v) => v,
+            Err(e) => {
+                turn.pass();
+                return reply::fail(&s, ack, &e);
+            }
+        };
+        let res = match kind.as_str() {
+            "send_message" => send_message(&app, &session, &p, body, &mut turn).await,
+            "typing_start" => typing(&app, &session, &p, body, true).await,
+            "typing_stop" => typing(&app, &session, &p, body, false).await,
+            "mark_notification_read" => mark_read(&app, &p, body).await,
+            "user_status" => user_status(&app, &p, body).await,
+            _ => {
+                tracing::warn!(sid = %s.id, r#type = %kind, "unknown message type dropped");
+                crate::metrics::message("unknown", p.tenant_label());
+                Err(DomainError::UnknownEvent(kind.clone()))
+            }
+        };
+        turn.pass();
+        match res {
+            Ok(fields) => {
+                crate::metrics::message(&kind, p.tenant_label());
+                reply::ok(ack, fields);
+            }
+            Err(e) => reply::fail(&s, ack, &e),
         }
-    };
-    turn.pass();
-    match res {
-        Ok(fields) => {
-            crate::metrics::message(&kind, p.tenant_label());
-            reply::ok(ack, fields);
-        }
-        Err(e) => reply::fail(&s, ack, &e),
     }
+    .instrument(span)
+    .await
 }
 
 /// `{ type, data }`: a missing or non-string `type` is `INVALID_PAYLOAD`; `data` may be absent.
 fn envelope(data: Option<Value>) -> Result<(String, Value), DomainError> {
     let Some(Value::Object(mut obj)) = data else {
-        return Err(DomainError::invalid("message expects an object { type, data }"));
+        return Err(DomainError::invalid(
+            "message expects an object { type, data }",
+        ));
     };
     let Some(Value::String(kind)) = obj.remove("type") else {
         return Err(DomainError::invalid("type must be a string"));
@@ -73,7 +81,9 @@ fn envelope(data: Option<Value>) -> Result<(String, Value), DomainError> {
 fn object(body: Value, expects: &str) -> Result<Map<String, Value>, DomainError> {
     match body {
         Value::Object(o) => Ok(o),
-        _ => Err(DomainError::invalid(format!("data must be an object {expects}"))),
+        _ => Err(DomainError::invalid(format!(
+            "data must be an object {expects}"
+        ))),
     }
 }
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::domain::chat::Joined;
@@ -21,18 +22,28 @@ pub async fn join(
     State(app): State<AppState>,
     Extension(session): Extension<Arc<Session>>,
 ) {
-    turn.wait().await;
-    match do_join(&s, &app, &session, data.ok()).await {
-        Ok(room_id) => reply::ok(ack, json!({ "roomId": room_id })),
-        Err(e) => reply::fail(&s, ack, &e),
+    let span = session.span.clone();
+    async move {
+        turn.wait().await;
+        match do_join(&s, &app, &session, data.ok()).await {
+            Ok(room_id) => reply::ok(ack, json!({ "roomId": room_id })),
+            Err(e) => reply::fail(&s, ack, &e),
+        }
     }
+    .instrument(span)
+    .await
 }
 
 /// `roomId` of a room event payload: not an object is `INVALID_PAYLOAD`; a missing, non-string
 /// or malformed id is `INVALID_ROOM`.
-pub fn room_arg(data: Option<Value>, event: &str) -> Result<(Map<String, Value>, String), DomainError> {
+pub fn room_arg(
+    data: Option<Value>,
+    event: &str,
+) -> Result<(Map<String, Value>, String), DomainError> {
     let Some(Value::Object(obj)) = data else {
-        return Err(DomainError::invalid(format!("{event} expects an object {{ roomId }}")));
+        return Err(DomainError::invalid(format!(
+            "{event} expects an object {{ roomId }}"
+        )));
     };
     let Some(Value::String(room)) = obj.get("roomId") else {
         return Err(DomainError::InvalidRoom);
@@ -98,17 +109,22 @@ pub async fn leave(
     ack: AckSender,
     Extension(session): Extension<Arc<Session>>,
 ) {
-    turn.wait().await;
-    let res = room_arg(data.ok(), "leave_room").and_then(|(_, room)| {
-        RoomPolicy::scoped(&session.principal(), RoomPolicy::parse(&room)?)
-    });
-    match res {
-        Ok(key) => {
-            leave_room(&s, &session, &key);
-            reply::ok(ack, json!({ "roomId": key.room }));
+    let span = session.span.clone();
+    async move {
+        turn.wait().await;
+        let res = room_arg(data.ok(), "leave_room").and_then(|(_, room)| {
+            RoomPolicy::scoped(&session.principal(), RoomPolicy::parse(&room)?)
+        });
+        match res {
+            Ok(key) => {
+                leave_room(&s, &session, &key);
+                reply::ok(ack, json!({ "roomId": key.room }));
+            }
+            Err(e) => reply::fail(&s, ack, &e),
         }
-        Err(e) => reply::fail(&s, ack, &e),
     }
+    .instrument(span)
+    .await
 }
 
 /// Takes the socket out of a room and tells it (`left_room`). Also used on revoke and refresh.

@@ -17,6 +17,8 @@ use crate::domain::presence::ConnectionInfo;
 
 pub struct Session {
     pub conn: ConnectionInfo,
+    /// The connection's log span (`sid`, `user`, `tenant`): every handler runs inside it.
+    pub span: tracing::Span,
     /// This was the user's first live connection (the user came online with it).
     pub first_connection: bool,
     // Replaced whole by `refresh_token`; read far more than written.
@@ -36,8 +38,15 @@ pub struct Session {
 
 impl Session {
     pub fn new(conn: ConnectionInfo, principal: Principal, first_connection: bool) -> Self {
+        let span = tracing::info_span!(
+            "ws",
+            sid = %conn.socket_id,
+            user = %conn.user,
+            tenant = principal.tenant_label(),
+        );
         Self {
             conn,
+            span,
             first_connection,
             exp: AtomicI64::new(principal.exp.unwrap_or(i64::MAX)),
             principal: RwLock::new(Arc::new(principal)),
@@ -49,7 +58,10 @@ impl Session {
     }
 
     pub fn principal(&self) -> Arc<Principal> {
-        self.principal.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.principal
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn replace_principal(&self, p: Principal) {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::domain::auth::AuthError;
@@ -20,14 +21,19 @@ pub async fn refresh(
     State(app): State<AppState>,
     Extension(session): Extension<Arc<Session>>,
 ) {
-    turn.wait().await;
-    match do_refresh(&s, &app, &session, data.ok()).await {
-        Ok(exp) => {
-            reply::emit(&s, "token_refreshed", &json!({ "exp": exp }));
-            reply::ok(ack, json!({ "exp": exp }));
+    let span = session.span.clone();
+    async move {
+        turn.wait().await;
+        match do_refresh(&s, &app, &session, data.ok()).await {
+            Ok(exp) => {
+                reply::emit(&s, "token_refreshed", &json!({ "exp": exp }));
+                reply::ok(ack, json!({ "exp": exp }));
+            }
+            Err(e) => reply::fail(&s, ack, &e),
         }
-        Err(e) => reply::fail(&s, ack, &e),
     }
+    .instrument(span)
+    .await
 }
 
 async fn do_refresh(
@@ -41,7 +47,11 @@ async fn do_refresh(
             Some(Value::String(t)) if !t.is_empty() => t.clone(),
             _ => return Err(DomainError::InvalidToken("No token provided".into())),
         },
-        _ => return Err(DomainError::invalid("refresh_token expects an object { token }")),
+        _ => {
+            return Err(DomainError::invalid(
+                "refresh_token expects an object { token }",
+            ));
+        }
     };
     let new = app.verifier.verify(&token).map_err(|e| match e {
         AuthError::Expired => DomainError::InvalidToken("Token expired".into()),

@@ -82,7 +82,11 @@ pub(super) const NOTIFICATION_EXISTS: &str =
     "SELECT COUNT(*) FROM notifications WHERE id = $1 AND user_id = $2";
 const NOTIFICATION_COLS: &str = "id, user_id, tenant, title, message, type, created_at, read_at";
 pub(super) fn list_notifications_sql(unread_only: bool) -> String {
-    let unread = if unread_only { " AND read_at IS NULL" } else { "" };
+    let unread = if unread_only {
+        " AND read_at IS NULL"
+    } else {
+        ""
+    };
     format!(
         "SELECT {NOTIFICATION_COLS} FROM notifications WHERE user_id = $1{unread} \
          ORDER BY created_at DESC, id DESC LIMIT $2"
@@ -103,7 +107,8 @@ macro_rules! impl_store {
             async fn append_messages(
                 &self,
                 batch: &[crate::domain::store::NewMessage],
-            ) -> Result<Vec<crate::domain::events::ChatMessage>, crate::domain::store::StoreError> {
+            ) -> Result<Vec<crate::domain::events::ChatMessage>, crate::domain::store::StoreError>
+            {
                 use crate::store::rows::*;
                 let mut tx = self.pool.begin().await?;
                 let mut out = Vec::with_capacity(batch.len());
@@ -143,7 +148,8 @@ macro_rules! impl_store {
                 key: &crate::domain::ids::RoomKey,
                 after: i64,
                 limit: u32,
-            ) -> Result<Vec<crate::domain::events::ChatMessage>, crate::domain::store::StoreError> {
+            ) -> Result<Vec<crate::domain::events::ChatMessage>, crate::domain::store::StoreError>
+            {
                 let rows: Vec<crate::store::rows::MessageRow> =
                     sqlx::query_as(&crate::store::rows::messages_after_sql())
                         .bind(key.tenant_str())
@@ -160,7 +166,8 @@ macro_rules! impl_store {
                 key: &crate::domain::ids::RoomKey,
                 before: Option<i64>,
                 limit: u32,
-            ) -> Result<Vec<crate::domain::events::ChatMessage>, crate::domain::store::StoreError> {
+            ) -> Result<Vec<crate::domain::events::ChatMessage>, crate::domain::store::StoreError>
+            {
                 let rows: Vec<crate::store::rows::MessageRow> =
                     sqlx::query_as(&crate::store::rows::messages_before_sql())
                         .bind(key.tenant_str())
@@ -219,7 +226,11 @@ macro_rules! impl_store {
                     .bind(user.as_str())
                     .fetch_one(&self.pool)
                     .await?;
-                Ok(if n > 0 { MarkRead::AlreadyRead } else { MarkRead::NotFound })
+                Ok(if n > 0 {
+                    MarkRead::AlreadyRead
+                } else {
+                    MarkRead::NotFound
+                })
             }
 
             async fn list_notifications(

@@ -118,11 +118,13 @@ async fn require_key(State(keys): State<ApiKeys>, req: Request, next: Next) -> R
 }
 
 pub(crate) fn parse_user(s: &str) -> Result<UserId, ApiError> {
-    UserId::parse(s).ok_or_else(|| ApiError::BadRequest("userId must be 1 to 128 characters".into()))
+    UserId::parse(s)
+        .ok_or_else(|| ApiError::BadRequest("userId must be 1 to 128 characters".into()))
 }
 
 pub(crate) fn parse_tenant(s: Option<&str>) -> Result<Option<TenantId>, ApiError> {
-    TenantId::parse_optional(s).map_err(|_| ApiError::BadRequest("tenantId must be at most 128 characters".into()))
+    TenantId::parse_optional(s)
+        .map_err(|_| ApiError::BadRequest("tenantId must be at most 128 characters".into()))
 }
 
 pub(crate) fn parse_room(s: &str) -> Result<RoomId, ApiError> {

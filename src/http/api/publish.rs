@@ -42,16 +42,26 @@ fn parse_target(target: Value) -> Result<Target, ApiError> {
             Some(_) => Err(ApiError::BadRequest(format!("target.{k} must be a string"))),
         }
     };
-    if t.keys().any(|k| !matches!(k.as_str(), "userId" | "tenantId" | "roomId" | "all")) {
+    if t.keys()
+        .any(|k| !matches!(k.as_str(), "userId" | "tenantId" | "roomId" | "all"))
+    {
         return Err(bad());
     }
-    let (user, tenant, room) = (text(&t, "userId")?, text(&t, "tenantId")?, text(&t, "roomId")?);
+    let (user, tenant, room) = (
+        text(&t, "userId")?,
+        text(&t, "tenantId")?,
+        text(&t, "roomId")?,
+    );
     let all = t.get("all");
     match (user, tenant, room, all) {
-        (Some(u), None, None, None) => Ok(Target::User { user: parse_user(&u)? }),
+        (Some(u), None, None, None) => Ok(Target::User {
+            user: parse_user(&u)?,
+        }),
         (None, Some(tn), None, None) => match parse_tenant(Some(&tn))? {
             Some(tenant) => Ok(Target::Tenant { tenant }),
-            None => Err(ApiError::BadRequest("target.tenantId must not be empty".into())),
+            None => Err(ApiError::BadRequest(
+                "target.tenantId must not be empty".into(),
+            )),
         },
         (None, tn, Some(r), None) => {
             let room = parse_room(&r)?;
@@ -60,7 +70,9 @@ fn parse_target(target: Value) -> Result<Target, ApiError> {
                     "user: and tenant: rooms are targeted with { userId } or { tenantId }".into(),
                 ));
             }
-            Ok(Target::Room { key: RoomKey::new(parse_tenant(tn.as_deref())?, room) })
+            Ok(Target::Room {
+                key: RoomKey::new(parse_tenant(tn.as_deref())?, room),
+            })
         }
         (None, None, None, Some(Value::Bool(true))) => Ok(Target::All),
         _ => Err(bad()),
@@ -78,7 +90,10 @@ pub async fn publish(
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
     let target = parse_target(req.target)?;
     app.publisher.publish(target, req.event, req.data).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({ "accepted": true }))))
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "accepted": true })),
+    ))
 }
 
 #[cfg(test)]
@@ -87,14 +102,36 @@ mod tests {
 
     #[test]
     fn targets_parse_and_mixed_ones_are_refused() {
-        assert!(matches!(parse_target(json!({"userId": "u"})), Ok(Target::User { .. })));
-        assert!(matches!(parse_target(json!({"tenantId": "t"})), Ok(Target::Tenant { .. })));
-        assert!(matches!(parse_target(json!({"roomId": "r"})), Ok(Target::Room { .. })));
-        assert!(matches!(parse_target(json!({"roomId": "r", "tenantId": "t"})), Ok(Target::Room { .. })));
-        assert!(matches!(parse_target(json!({"all": true})), Ok(Target::All)));
-        for bad in [json!({"userId": "u", "tenantId": "t"}), json!({"all": false}), json!({}),
-                    json!({"userId": "u", "all": true}), json!({"roomId": "user:x"}),
-                    json!({"roomId": "bad room"}), json!("u"), json!({"other": 1})] {
+        assert!(matches!(
+            parse_target(json!({"userId": "u"})),
+            Ok(Target::User { .. })
+        ));
+        assert!(matches!(
+            parse_target(json!({"tenantId": "t"})),
+            Ok(Target::Tenant { .. })
+        ));
+        assert!(matches!(
+            parse_target(json!({"roomId": "r"})),
+            Ok(Target::Room { .. })
+        ));
+        assert!(matches!(
+            parse_target(json!({"roomId": "r", "tenantId": "t"})),
+            Ok(Target::Room { .. })
+        ));
+        assert!(matches!(
+            parse_target(json!({"all": true})),
+            Ok(Target::All)
+        ));
+        for bad in [
+            json!({"userId": "u", "tenantId": "t"}),
+            json!({"all": false}),
+            json!({}),
+            json!({"userId": "u", "all": true}),
+            json!({"roomId": "user:x"}),
+            json!({"roomId": "bad room"}),
+            json!("u"),
+            json!({"other": 1}),
+        ] {
             assert!(parse_target(bad.clone()).is_err(), "{bad}");
         }
     }

@@ -15,7 +15,9 @@ use crate::domain::ids::RoomKey;
 fn room_key(room: &str, tenant: Option<&str>) -> Result<RoomKey, ApiError> {
     let room = parse_room(room)?;
     if room.reserved().is_some() {
-        return Err(ApiError::BadRequest("user: and tenant: rooms have no history or members".into()));
+        return Err(ApiError::BadRequest(
+            "user: and tenant: rooms have no history or members".into(),
+        ));
     }
     Ok(RoomKey::new(parse_tenant(tenant)?, room))
 }
@@ -50,7 +52,9 @@ pub async fn history(
         Some(first) if messages.len() == limit as usize && first.seq > 1 => Some(first.seq),
         _ => None,
     };
-    Ok(Json(json!({ "messages": messages, "nextBefore": next_before })))
+    Ok(Json(
+        json!({ "messages": messages, "nextBefore": next_before }),
+    ))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -42,6 +42,15 @@ impl AllowedOrigins {
     }
 }
 
+/// A page (or a non-browser client library) of the gateway's own origin is not cross-site:
+/// python-socketio, for one, always sends `Origin` set to the URL it connects to.
+fn same_origin(origin: &str, host: Option<&str>) -> bool {
+    let authority = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
+}
+
 pub async fn guard(State(origins): State<AllowedOrigins>, req: Request, next: Next) -> Response {
     let is_upgrade = req
         .headers()
@@ -49,7 +58,10 @@ pub async fn guard(State(origins): State<AllowedOrigins>, req: Request, next: Ne
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if is_upgrade && let Some(origin) = req.headers().get(header::ORIGIN) {
-        let allowed = origin.to_str().is_ok_and(|o| origins.allows(o));
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| origins.allows(o) || same_origin(o, host));
         if !allowed {
             tracing::info!(origin = ?origin, "websocket upgrade from a disallowed origin refused");
             return (StatusCode::FORBIDDEN, Body::from("Origin not allowed")).into_response();
@@ -76,5 +88,14 @@ mod tests {
                 .allows("https://x")
         );
         assert!(AllowedOrigins::parse(&["localhost".into()]).is_err());
+    }
+
+    #[test]
+    fn the_gateways_own_origin_is_not_cross_site() {
+        assert!(same_origin("http://127.0.0.1:3000", Some("127.0.0.1:3000")));
+        assert!(same_origin("https://rt.example.com", Some("rt.example.com")));
+        assert!(!same_origin("http://evil.io", Some("127.0.0.1:3000")));
+        assert!(!same_origin("http://127.0.0.1:3000", None));
+        assert!(!same_origin("null", Some("null")));
     }
 }

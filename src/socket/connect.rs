@@ -14,6 +14,9 @@ use crate::domain::presence::{ConnectionInfo, RegistryError};
 use crate::socket::session::Session;
 use crate::socket::{messages, reply, rooms, token};
 
+/// Pause between the CONNECT ack and the `connected` event (see `on_connect`).
+const CONNECTED_DELAY: std::time::Duration = std::time::Duration::from_millis(15);
+
 /// Why a CONNECT was refused; `Display` is the `connect_error` message the client sees.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
@@ -103,6 +106,11 @@ pub async fn on_connect(
     if let Some(t) = &p.tenant {
         s.join(tenant_adapter_room(t));
     }
+    // Clients written against the blueprint attach their `connected` listener once `connect`
+    // has resolved (its jest spec does). Sent in the same write as the CONNECT ack, both
+    // packets are dispatched in one tick and that listener misses it; the blueprint's server
+    // only sent it after awaiting Redis. A short pause puts it in a later read.
+    tokio::time::sleep(CONNECTED_DELAY).await;
     reply::emit(
         &s,
         "connected",

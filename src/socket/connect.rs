@@ -94,17 +94,32 @@ pub async fn on_connect(
     State(app): State<AppState>,
     Extension(session): Extension<Arc<Session>>,
 ) {
+    let p = session.principal();
+    crate::metrics::connection_opened(p.tenant_label());
+    s.join(user_adapter_room(&p.user_id));
+    if let Some(t) = &p.tenant {
+        s.join(tenant_adapter_room(t));
+    }
     s.on("join_room", rooms::join);
     s.on("leave_room", rooms::leave);
     s.on("message", messages::handle);
     s.on("refresh_token", token::refresh);
     s.on_fallback(messages::unknown_event);
     s.on_disconnect(on_disconnect);
-
-    let p = session.principal();
-    s.join(user_adapter_room(&p.user_id));
-    if let Some(t) = &p.tenant {
-        s.join(tenant_adapter_room(t));
+    if !s.connected() {
+        // Closed before the disconnect handler was in place: it will not run, so clean up
+        // here (including room entries the joins above may have re-added).
+        s.leave_all();
+        return cleanup(&app, &session, DisconnectReason::TransportClose).await;
+    }
+    session
+        .span
+        .in_scope(|| tracing::info!(transport = ?s.transport_type(), "connected"));
+    app.deadlines.watch(s.id).await;
+    if session.first_connection {
+        app.presence
+            .announce(&p.user_id, p.tenant.as_ref(), "online")
+            .await;
     }
     // Clients written against the blueprint attach their `connected` listener once `connect`
     // has resolved (its jest spec does). Sent in the same write as the CONNECT ack, both
@@ -120,16 +135,6 @@ pub async fn on_connect(
             "connectionId": s.id.to_string(),
         }),
     );
-    crate::metrics::connection_opened(p.tenant_label());
-    session
-        .span
-        .in_scope(|| tracing::info!(transport = ?s.transport_type(), "connected"));
-    app.deadlines.watch(s.id).await;
-    if session.first_connection {
-        app.presence
-            .announce(&p.user_id, p.tenant.as_ref(), "online")
-            .await;
-    }
 }
 
 async fn on_disconnect(
@@ -137,6 +142,14 @@ async fn on_disconnect(
     State(app): State<AppState>,
     Extension(session): Extension<Arc<Session>>,
 ) {
+    cleanup(&app, &session, reason).await;
+}
+
+/// Unregisters the connection (once), and announces offline after the user's last one.
+async fn cleanup(app: &AppState, session: &Session, reason: DisconnectReason) {
+    if !session.mark_closed() {
+        return;
+    }
     let p = session.principal();
     crate::metrics::connection_closed(p.tenant_label(), session.connected_at.elapsed());
     for key in session.joined_rooms() {

@@ -31,6 +31,8 @@ pub struct Session {
     pub connected_at: Instant,
     /// Milliseconds after `connected_at` of the last client event (pings do not count).
     last_activity_ms: AtomicU64,
+    /// Set once the disconnect cleanup ran (it may be reached from two places, see `connect`).
+    closed: std::sync::atomic::AtomicBool,
     /// The receiver the next event waits on before it runs (see `Turn`).
     // A std Mutex: a pointer swap, in the socket's receive loop.
     tail: Mutex<Option<oneshot::Receiver<()>>>,
@@ -54,7 +56,13 @@ impl Session {
             connected_at: Instant::now(),
             last_activity_ms: AtomicU64::new(0),
             tail: Mutex::new(None),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// True the first time only: the caller runs the disconnect cleanup.
+    pub fn mark_closed(&self) -> bool {
+        !self.closed.swap(true, Ordering::AcqRel)
     }
 
     pub fn principal(&self) -> Arc<Principal> {

@@ -37,6 +37,10 @@ async function startServer(extraEnv = {}, startTimeoutMs = 20000) {
     stderr += chunk;
   });
   const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  // Never leave the gateway behind if this process ends without calling stop().
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  exited.then(() => process.removeListener('exit', killOnExit));
 
   const port = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => {

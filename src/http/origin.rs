@@ -58,7 +58,10 @@ pub async fn guard(State(origins): State<AllowedOrigins>, req: Request, next: Ne
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if is_upgrade && let Some(origin) = req.headers().get(header::ORIGIN) {
-        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
         let allowed = origin
             .to_str()
             .is_ok_and(|o| origins.allows(o) || same_origin(o, host));
@@ -93,7 +96,10 @@ mod tests {
     #[test]
     fn the_gateways_own_origin_is_not_cross_site() {
         assert!(same_origin("http://127.0.0.1:3000", Some("127.0.0.1:3000")));
-        assert!(same_origin("https://rt.example.com", Some("rt.example.com")));
+        assert!(same_origin(
+            "https://rt.example.com",
+            Some("rt.example.com")
+        ));
         assert!(!same_origin("http://evil.io", Some("127.0.0.1:3000")));
         assert!(!same_origin("http://127.0.0.1:3000", None));
         assert!(!same_origin("null", Some("null")));

@@ -42,6 +42,7 @@ pub async fn run(a: IdleArgs) -> anyhow::Result<Outcome> {
     let connect_cpu = server_cpu.as_ref().and_then(CpuMeter::percent);
     say!("idle: {} open, {} failed, {:.0}/s", opened.ok, opened.failed, opened.rate());
     let summary = opened.summary();
+    let (ok, failed, rate) = (opened.ok, opened.failed, opened.rate());
 
     // Hold: answer pings, count the sockets the server closes.
     let dropped = Rc::new(Cell::new(0u64));
@@ -87,16 +88,16 @@ pub async fn run(a: IdleArgs) -> anyhow::Result<Outcome> {
     drop(kept);
 
     let per_conn = |rss: Option<u64>| match (rss_before, rss) {
-        (Some(b), Some(a)) if opened.ok > 0 => Some(stats::round3((a as f64 - b as f64) / opened.ok as f64)),
+        (Some(b), Some(a)) if ok > 0 => Some(stats::round3((a as f64 - b as f64) / ok as f64)),
         _ => None,
     };
-    let clean = opened.failed == 0 && dropped.get() == 0;
+    let clean = failed == 0 && dropped.get() == 0;
     Ok(Outcome {
         json: json!({
             "connections": a.connections,
             "connect": summary,
-            "connect_rate_per_s": stats::round1(opened.rate()),
-            "failures": opened.failed,
+            "connect_rate_per_s": stats::round1(rate),
+            "failures": failed,
             "dropped_while_held": dropped.get(),
             "hold_s": a.hold,
             "server_rss_kib": { "before": rss_before, "after_connect": rss_after, "end_of_hold": rss_end },

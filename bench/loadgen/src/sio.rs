@@ -145,7 +145,7 @@ pub async fn open_many(
     let errors: Rc<RefCell<(usize, Option<String>)>> = Rc::new(RefCell::new((0, None)));
     let lat = Rc::new(RefCell::new(crate::stats::Hist::new()));
     let last_ok = Rc::new(RefCell::new(None::<Instant>));
-    let sem = Rc::new(tokio::sync::Semaphore::new(inflight.max(1)));
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(inflight.max(1)));
     let start = Instant::now();
     let mut handles = Vec::with_capacity(n);
     for i in 0..n {

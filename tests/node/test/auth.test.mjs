@@ -59,6 +59,17 @@ describe('token sources', () => {
     // Assert
     assert.equal(socket.connectedPayload.userId, sub);
   });
+  test('the Bearer scheme is matched case-insensitively (RFC 7235)', async () => {
+    // Arrange
+    const sub = uid('lower');
+    // Act
+    const socket = await server.connect(undefined, {
+      transports: ['polling'],
+      extraHeaders: { Authorization: `bearer ${server.token({ sub })}` },
+    });
+    // Assert
+    assert.equal(socket.connectedPayload.userId, sub);
+  });
 });
 
 describe('token precedence', () => {

@@ -61,6 +61,17 @@ describe('connected event', () => {
     const got = await b.inbox.next('user_status', (d) => d.status === 'busy');
     assert.equal(got.userId, a.connectedPayload.userId);
   });
+  test('when connected arrives the socket is already in its tenant room', async () => {
+    // Arrange
+    const tenantId = uid('t');
+    const member = await server.connect(server.token({ tenantId }));
+    // Act: the newcomer is told it is connected, then a member changes status right away
+    const newcomer = await server.connect(server.token({ tenantId }));
+    assert.equal((await sendMessage(member, 'user_status', { status: 'busy' })).ok, true);
+    // Assert
+    const got = await newcomer.inbox.next('user_status', (d) => d.userId === member.connectedPayload.userId);
+    assert.equal(got.status, 'busy');
+  });
 });
 
 describe('presence', () => {

@@ -324,6 +324,22 @@ describe('private rooms', () => {
     // Act + Assert
     await joinRoom(socket, `not-private:${uid('x')}`);
   });
+  test('a refused join of a private room with since replays nothing of it', async () => {
+    // Arrange
+    const tenantId = uid('t');
+    const roomId = `private:${uid('vault')}`;
+    const insider = await user({ tenantId, rooms: [roomId] });
+    await joinRoom(insider, roomId);
+    await chat(insider, roomId, 'secret');
+    const outsider = await user({ tenantId });
+    // Act
+    await expectFailure(outsider, 'join_room', { roomId, since: 0 }, 'ACCESS_DENIED', 'Access denied to room');
+    // Barrier: a later delivery to the outsider (its own join, which answers after any replay)
+    await joinRoom(outsider, uid('public'));
+    // Assert
+    assert.deepEqual(outsider.inbox.all('chat_message'), []);
+    assert.deepEqual(outsider.inbox.all('joined_room', (d) => d.roomId === roomId), []);
+  });
 });
 
 describe('room limit', () => {
@@ -368,6 +384,22 @@ describe('room limit', () => {
     const b = await small.connect(token);
     // Act + Assert
     await joinRoom(b, uid('r3'));
+  });
+  test('a join with since refused by the room limit replays nothing', async () => {
+    // Arrange
+    const tenantId = uid('t');
+    const full = uid('full');
+    const writer = await user({ tenantId }, small);
+    await joinRoom(writer, full);
+    await chat(writer, full, 'history');
+    const socket = await user({ tenantId }, small);
+    await joinRoom(socket, uid('r1'));
+    await joinRoom(socket, uid('r2'));
+    // Act
+    await expectFailure(socket, 'join_room', { roomId: full, since: 0 }, 'TOO_MANY_ROOMS');
+    await ack(socket, 'join_room', { roomId: `user:${socket.connectedPayload.userId}` }); // barrier
+    // Assert
+    assert.deepEqual(socket.inbox.all('chat_message'), []);
   });
 });
 

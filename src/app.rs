@@ -125,6 +125,7 @@ impl Application {
         let (layer, io) = crate::socket::build(&settings, state.clone());
         crate::fanout::spawn(io.clone(), fanout_rx);
         deadline_task.spawn(io.clone(), settings.inactive_timeout());
+        crate::socket::reaper::spawn(io.clone(), state.clone());
         let router = crate::http::router(&settings, state.clone(), layer)?;
         let addr = SocketAddr::new(settings.host, settings.port);
         let listener = TcpListener::bind(addr)

@@ -63,11 +63,16 @@ impl TokenVerifier {
         validation.required_spec_claims = HashSet::new();
         validation.validate_exp = true;
         validation.validate_nbf = true;
+        // A configured issuer or audience is required, not only compared when present.
         if let Some(iss) = issuer {
             validation.set_issuer(&[iss]);
+            validation.required_spec_claims.insert("iss".into());
         }
         match audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                validation.required_spec_claims.insert("aud".into());
+            }
             None => validation.validate_aud = false,
         }
         Self { key, validation }

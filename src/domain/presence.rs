@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -48,6 +49,17 @@ pub trait ConnectionRegistry: Send + Sync + 'static {
 
     /// Live connections of one user.
     async fn user_connections(&self, user: &UserId) -> usize;
+
+    /// Removes this node's entries (of `only`, or of every user) older than `grace` whose
+    /// socket is gone (`alive` says no): connections whose transport closed while they were
+    /// still connecting, which no disconnect handler will ever clean up. Returns each with
+    /// whether it was the user's last.
+    async fn reap(
+        &self,
+        only: Option<&UserId>,
+        grace: Duration,
+        alive: &(dyn for<'s> Fn(&'s str) -> bool + Send + Sync),
+    ) -> Vec<(ConnectionInfo, bool)>;
 }
 
 #[derive(Default)]
@@ -58,8 +70,37 @@ pub struct LocalRegistry {
 
 #[derive(Default)]
 struct RegistryState {
-    users: HashMap<UserId, Vec<String>>,
+    /// Socket ids of each user, with when they registered.
+    users: HashMap<UserId, Vec<Registered>>,
     tenants: HashMap<TenantId, usize>,
+}
+
+struct Registered {
+    socket_id: String,
+    tenant: Option<TenantId>,
+    at: Instant,
+}
+
+impl RegistryState {
+    /// Removes one socket; `Some(true)` when it was the user's last.
+    fn remove(&mut self, user: &UserId, socket_id: &str) -> Option<bool> {
+        let socks = self.users.get_mut(user)?;
+        let pos = socks.iter().position(|s| s.socket_id == socket_id)?;
+        let gone = socks.swap_remove(pos);
+        let last = socks.is_empty();
+        if last {
+            self.users.remove(user);
+        }
+        if let Some(t) = &gone.tenant
+            && let Some(n) = self.tenants.get_mut(t)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.tenants.remove(t);
+            }
+        }
+        Some(last)
+    }
 }
 
 #[async_trait]
@@ -78,7 +119,11 @@ impl ConnectionRegistry for LocalRegistry {
             return Err(RegistryError::TooManyConnections);
         }
         let first = socks.is_empty();
-        socks.push(conn.socket_id.clone());
+        socks.push(Registered {
+            socket_id: conn.socket_id.clone(),
+            tenant: conn.tenant.clone(),
+            at: Instant::now(),
+        });
         if let Some(t) = &conn.tenant {
             *st.tenants.entry(t.clone()).or_default() += 1;
         }
@@ -87,26 +132,38 @@ impl ConnectionRegistry for LocalRegistry {
 
     async fn unregister(&self, conn: &ConnectionInfo) -> bool {
         let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(socks) = st.users.get_mut(&conn.user) else {
-            return false;
-        };
-        let Some(pos) = socks.iter().position(|s| *s == conn.socket_id) else {
-            return false;
-        };
-        socks.swap_remove(pos);
-        let last = socks.is_empty();
-        if last {
-            st.users.remove(&conn.user);
-        }
-        if let Some(t) = &conn.tenant
-            && let Some(n) = st.tenants.get_mut(t)
-        {
-            *n -= 1;
-            if *n == 0 {
-                st.tenants.remove(t);
+        st.remove(&conn.user, &conn.socket_id).unwrap_or(false)
+    }
+
+    async fn reap(
+        &self,
+        only: Option<&UserId>,
+        grace: Duration,
+        alive: &(dyn for<'s> Fn(&'s str) -> bool + Send + Sync),
+    ) -> Vec<(ConnectionInfo, bool)> {
+        let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let mut dead = Vec::new();
+        for (user, socks) in &st.users {
+            if only.is_some_and(|u| u != user) {
+                continue;
+            }
+            for sock in socks {
+                if now.duration_since(sock.at) >= grace && !alive(sock.socket_id.as_str()) {
+                    dead.push(ConnectionInfo {
+                        socket_id: sock.socket_id.clone(),
+                        user: user.clone(),
+                        tenant: sock.tenant.clone(),
+                    });
+                }
             }
         }
-        last
+        dead.into_iter()
+            .filter_map(|c| {
+                let last = st.remove(&c.user, &c.socket_id)?;
+                Some((c, last))
+            })
+            .collect()
     }
 
     async fn user_connections(&self, user: &UserId) -> usize {
@@ -163,6 +220,38 @@ mod tests {
         let s = r.stats().await;
         assert_eq!(s.total_connections, 0);
         assert!(s.tenants.is_empty() && s.users.is_empty());
+    }
+
+    #[tokio::test]
+    async fn reaping_removes_only_old_entries_whose_socket_is_gone() {
+        let r = LocalRegistry::default();
+        r.register(&conn("live", "u"), 5).await.unwrap();
+        r.register(&conn("dead", "u"), 5).await.unwrap();
+        r.register(&conn("lone", "v"), 5).await.unwrap();
+        let alive = |sid: &str| sid == "live";
+        assert!(
+            r.reap(None, Duration::from_secs(60), &alive)
+                .await
+                .is_empty(),
+            "within the grace"
+        );
+        let v = UserId::parse("v").unwrap();
+        assert_eq!(
+            r.reap(Some(&v), Duration::ZERO, &alive).await.len(),
+            1,
+            "only v's"
+        );
+        r.register(&conn("lone", "v"), 5).await.unwrap();
+        let mut got: Vec<(String, bool)> = r
+            .reap(None, Duration::ZERO, &alive)
+            .await
+            .into_iter()
+            .map(|(c, last)| (c.socket_id, last))
+            .collect();
+        got.sort();
+        assert_eq!(got, vec![("dead".into(), false), ("lone".into(), true)]);
+        assert_eq!(r.user_connections(&UserId::parse("u").unwrap()).await, 1);
+        assert_eq!(r.stats().await.tenants.get("t"), Some(&1));
     }
 }
 

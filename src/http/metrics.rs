@@ -23,7 +23,7 @@ pub async fn metrics(Extension(access): Extension<MetricsAccess>, headers: Heade
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(crate::http::bearer)
             .unwrap_or("");
         let ok: bool = presented
             .as_bytes()

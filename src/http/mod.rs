@@ -18,6 +18,14 @@ use crate::settings::Settings;
 
 pub use origin::AllowedOrigins;
 
+/// The credentials of an `Authorization: Bearer <credentials>` header value. The scheme is
+/// case-insensitive (RFC 7235); another scheme or empty credentials give `None`.
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    let credentials = rest.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty()).then_some(credentials)
+}
+
 pub fn router(settings: &Settings, state: AppState, sio: SocketIoLayer) -> anyhow::Result<Router> {
     let origins = AllowedOrigins::parse(&settings.cors_origin)?;
     let cors = CorsLayer::new()
@@ -54,4 +62,19 @@ pub fn router(settings: &Settings, state: AppState, sio: SocketIoLayer) -> anyho
                 tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
             }),
         ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_needs_credentials() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearerabc"), None);
+    }
 }

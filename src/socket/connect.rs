@@ -6,13 +6,14 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use socketioxide::extract::{Extension, SocketRef, State, TryData};
 use socketioxide::socket::DisconnectReason;
+use socketioxide::{SendError, SocketError};
 
 use crate::app::AppState;
 use crate::domain::auth::AuthError;
 use crate::domain::ids::{tenant_adapter_room, user_adapter_room};
 use crate::domain::presence::{ConnectionInfo, RegistryError};
 use crate::socket::session::Session;
-use crate::socket::{messages, reply, rooms, token};
+use crate::socket::{messages, rooms, token};
 
 /// Pause between the CONNECT ack and the `connected` event (see `on_connect`).
 const CONNECTED_DELAY: std::time::Duration = std::time::Duration::from_millis(15);
@@ -35,9 +36,7 @@ pub fn extract_token(parts: &http::request::Parts, auth: Option<&Value>) -> Opti
         .headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
+        .and_then(crate::http::bearer);
     if let Some(t) = header {
         return Some(t.to_owned());
     }
@@ -77,6 +76,9 @@ pub async fn authenticate(
         user: principal.user_id.clone(),
         tenant: principal.tenant.clone(),
     };
+    // The user's connections that died while connecting would count against the quota and
+    // hide that this one comes online: reap them first (a lookup per existing connection).
+    crate::socket::reaper::reap(&s.broadcast(), &app, Some(&conn.user)).await;
     let first = app
         .registry
         .register(&conn, app.limits.max_connections_per_user)
@@ -126,15 +128,16 @@ pub async fn on_connect(
     // packets are dispatched in one tick and that listener misses it; the blueprint's server
     // only sent it after awaiting Redis. A short pause puts it in a later read.
     tokio::time::sleep(CONNECTED_DELAY).await;
-    reply::emit(
-        &s,
-        "connected",
-        &json!({
-            "message": "Connected to WebSocket server",
-            "userId": p.user_id,
-            "connectionId": s.id.to_string(),
-        }),
-    );
+    let connected = json!({
+        "message": "Connected to WebSocket server",
+        "userId": p.user_id,
+        "connectionId": s.id.to_string(),
+    });
+    if let Err(SendError::Socket(SocketError::Closed)) = s.emit("connected", &connected) {
+        // The transport closed while the CONNECT was in flight, unseen by the namespace: close
+        // the socket here so its disconnect handler runs.
+        let _ = s.disconnect();
+    }
 }
 
 async fn on_disconnect(

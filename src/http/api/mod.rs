@@ -110,9 +110,9 @@ async fn require_key(State(keys): State<ApiKeys>, req: Request, next: Next) -> R
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(crate::http::bearer);
     match presented {
-        Some(key) if keys.allows(key.trim()) => next.run(req).await,
+        Some(key) if keys.allows(key) => next.run(req).await,
         _ => ApiError::Unauthorized.into_response(),
     }
 }

@@ -288,6 +288,13 @@ describe('refusals', () => {
     raw.ws.close();
   });
 
+  test('a namespace other than /ws is not served: connecting to it fails with connect_error', async () => {
+    // Act
+    const err = await server.refused(server.token(), { namespace: '/admin' });
+    // Assert
+    assert.ok(err instanceof Error);
+  });
+
   test('the main namespace "/" is not served: connecting to it fails with connect_error', async () => {
     // Arrange
     const token = server.token();

@@ -3,7 +3,7 @@
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { RFC3339_UTC, disconnected, sendMessage, startServer, uid } from './helpers.mjs';
+import { RFC3339_UTC, disconnected, openRawWebSocket, sendMessage, startServer, uid, withTimeout } from './helpers.mjs';
 
 let server;
 before(async () => {
@@ -200,5 +200,35 @@ describe('presence', () => {
     assert.equal((await sendMessage(observer, 'user_status', { status: 'away' })).ok, true);
     await statusOf(observer, observer.connectedPayload.userId, 'away');
     assert.deepEqual(observer.inbox.all('user_status', (d) => d.userId === userId), []);
+  });
+});
+
+describe('presence of connections closed during CONNECT', () => {
+  test('after a transport closed right after CONNECT, the user next connection announces online again', { timeout: 30000 }, async () => {
+    // Arrange: each user sends CONNECT and closes its transport at once
+    const tenantId = uid('t');
+    const observer = await server.connect(server.token({ tenantId }));
+    const users = Array.from({ length: 40 }, () => uid('hasty'));
+    await Promise.all(
+      users.map(async (sub) => {
+        const raw = await openRawWebSocket(server.url);
+        raw.ws.send(`40/ws,${JSON.stringify({ token: server.token({ sub, tenantId }) })}`);
+        raw.ws.close();
+        await withTimeout(raw.closed, 5000, 'the close handshake');
+      }),
+    );
+    const barrier1 = await server.connect(server.token({ tenantId }));
+    await statusOf(observer, barrier1.connectedPayload.userId, 'online');
+    const mark = observer.inbox.events.length;
+    // Act: every user now connects for real (its only live connection)
+    await Promise.all(users.map((sub) => server.connect(server.token({ sub, tenantId }))));
+    const barrier2 = await server.connect(server.token({ tenantId }));
+    await statusOf(observer, barrier2.connectedPayload.userId, 'online');
+    // Assert
+    const announced = new Set(
+      observer.inbox.events.slice(mark).filter((e) => e.event === 'user_status' && e.data.status === 'online').map((e) => e.data.userId),
+    );
+    const silent = users.filter((sub) => !announced.has(sub));
+    assert.deepEqual(silent, [], `${silent.length} of ${users.length} users came online without user_status online`);
   });
 });

@@ -61,6 +61,15 @@ export function withTimeout(promise, ms, what) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+/** A predicate that throws (e.g. on an unexpected payload shape) does not match. */
+function safe(pred, data) {
+  try {
+    return Boolean(pred(data));
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Every event a socket receives, in arrival order, recorded from the socket's creation (so no
  * listener is ever registered too late). `next` consumes the first unconsumed match, waiting for
@@ -79,7 +88,7 @@ export class Inbox {
     const entry = { event, data, consumed: false, index: this.events.length };
     this.events.push(entry);
     for (const w of [...this.waiters]) {
-      if (!entry.consumed && w.event === event && w.pred(data)) {
+      if (!entry.consumed && w.event === event && safe(w.pred, data)) {
         entry.consumed = true;
         this.waiters.splice(this.waiters.indexOf(w), 1);
         w.resolve(data);
@@ -89,7 +98,7 @@ export class Inbox {
 
   /** The first unconsumed `event` whose payload satisfies `pred`. */
   next(event, pred = () => true, ms = WAIT_MS) {
-    const found = this.events.find((e) => !e.consumed && e.event === event && pred(e.data));
+    const found = this.events.find((e) => !e.consumed && e.event === event && safe(pred, e.data));
     if (found) {
       found.consumed = true;
       return Promise.resolve(found.data);
@@ -108,7 +117,7 @@ export class Inbox {
 
   /** Payloads of every `event` received so far (consumed or not). */
   all(event, pred = () => true) {
-    return this.events.filter((e) => e.event === event && pred(e.data)).map((e) => e.data);
+    return this.events.filter((e) => e.event === event && safe(pred, e.data)).map((e) => e.data);
   }
 
   /** Unconsumed `event`s received so far. */
@@ -118,7 +127,7 @@ export class Inbox {
 
   /** Index (arrival order) of every `event` received so far. */
   indexes(event, pred = () => true) {
-    return this.events.filter((e) => e.event === event && pred(e.data)).map((e) => e.index);
+    return this.events.filter((e) => e.event === event && safe(pred, e.data)).map((e) => e.index);
   }
 }
 

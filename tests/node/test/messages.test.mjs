@@ -150,6 +150,22 @@ describe('send_message', () => {
     assert.equal((await b.inbox.next('chat_message')).message, text);
   });
 
+  test('any Unicode text round-trips exactly, live and replayed', async () => {
+    // Arrange
+    const { a, b, roomId, tenantId } = await pairInRoom();
+    const texts = ['\u{1F680}\u05E9\u4E2D"\\', 'a\u0000b\nc', '\u200D\uFEFF\u{10FFFF}', "</x>'&;"];
+    // Act
+    const acks = [];
+    for (const t of texts) acks.push(await chat(a, roomId, t));
+    const late = await server.connect(server.token({ tenantId }));
+    await joinRoom(late, roomId, { since: 0 });
+    // Assert
+    await b.inbox.next('chat_message', (m) => m.id === acks.at(-1).id);
+    await late.inbox.next('chat_message', (m) => m.id === acks.at(-1).id);
+    assert.deepEqual(b.inbox.all('chat_message').map((m) => m.message), texts);
+    assert.deepEqual(late.inbox.all('chat_message').map((m) => m.message), texts);
+  });
+
   test('a message one char over MAX_MESSAGE_LENGTH is refused with INVALID_PAYLOAD', async () => {
     // Arrange
     const { a, roomId } = await pairInRoom();

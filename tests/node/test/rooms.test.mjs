@@ -114,12 +114,13 @@ describe('join_room', () => {
     });
   }
 
-  test('an invalid join_room does not join any room', async () => {
+  test('a refused join_room does not put the socket in the room', async () => {
     // Arrange
     const socket = await user();
-    await expectFailure(socket, 'join_room', { roomId: 'bad room' }, 'INVALID_ROOM');
+    const roomId = `private:${uid('closed')}`;
+    await expectFailure(socket, 'join_room', { roomId }, 'ACCESS_DENIED');
     // Act + Assert
-    await expectFailure(socket, 'message', { type: 'send_message', data: { roomId: 'bad room', message: 'x' } }, 'INVALID_ROOM');
+    await expectFailure(socket, 'message', { type: 'send_message', data: { roomId, message: 'x' } }, 'NOT_IN_ROOM');
   });
 
   test('a message sent right after join_room without waiting for its ack is accepted', async () => {

@@ -33,6 +33,9 @@ pub fn install() -> anyhow::Result<()> {
         .set_buckets_for_metric(Matcher::Suffix("latency_seconds".into()), &LATENCY_BUCKETS)?
         .install_recorder()?;
     let _ = HANDLE.set(handle);
+    // Label-less series exist from the start, so `rate()` sees their first increment.
+    counter!("websocket_rate_limited_total").absolute(0);
+    counter!("websocket_dropped_packets_total").absolute(0);
     Ok(())
 }
 
@@ -72,6 +75,13 @@ fn escape_label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// Queue and bus gauges, set just before a scrape renders them.
+pub fn queues(bus: crate::domain::bus::BusState, write_queue_depth: usize) {
+    gauge!("aegisx_bus_connected", "bus" => bus.kind).set(if bus.connected { 1.0 } else { 0.0 });
+    gauge!("aegisx_fanout_queue_depth").set(bus.fanout_queue_depth as f64);
+    gauge!("aegisx_chat_write_queue_depth").set(write_queue_depth as f64);
 }
 
 pub fn connection_opened(tenant: &str) {

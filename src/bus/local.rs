@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::domain::bus::{Bus, BusError, FanoutCmd, FanoutSender};
+use crate::domain::bus::{Bus, BusError, BusState, FanoutCmd, FanoutSender};
 use crate::domain::events::BusMessage;
 
 pub struct LocalBus {
@@ -22,5 +22,13 @@ impl Bus for LocalBus {
             .send(FanoutCmd::Bus(msg))
             .await
             .map_err(|_| BusError::Closed)
+    }
+
+    fn state(&self) -> BusState {
+        BusState {
+            kind: "local",
+            connected: !self.fanout.is_closed(),
+            fanout_queue_depth: self.fanout.max_capacity() - self.fanout.capacity(),
+        }
     }
 }

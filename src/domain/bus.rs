@@ -17,6 +17,19 @@ pub enum BusError {
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     async fn publish(&self, msg: BusMessage) -> Result<(), BusError>;
+
+    /// What operators see of the bus (`aegisx_bus_*` metrics).
+    fn state(&self) -> BusState;
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BusState {
+    /// `local` or `redis`.
+    pub kind: &'static str,
+    /// Whether deliveries reach the other nodes (always true for the local bus).
+    pub connected: bool,
+    /// Deliveries waiting for this node's fan-out.
+    pub fanout_queue_depth: usize,
 }
 
 /// Work for this node's fan-out task, in the order it must happen.

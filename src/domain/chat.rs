@@ -92,8 +92,9 @@ impl ChatService {
         )
     }
 
-    pub fn limits(&self) -> ChatLimits {
-        self.limits
+    /// Messages (and replays) waiting for the writer.
+    pub fn queue_depth(&self) -> usize {
+        self.writer.max_capacity() - self.writer.capacity()
     }
 
     /// Validates a message and queues it for storage, in call order. The returned `Pending`

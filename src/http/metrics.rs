@@ -1,10 +1,13 @@
 //! `GET /metrics`: Prometheus text, behind `METRICS_TOKEN` when one is set.
 
 use axum::Extension;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
+
+use crate::app::AppState;
 
 #[derive(Clone)]
 pub struct MetricsAccess {
@@ -18,7 +21,11 @@ impl MetricsAccess {
     }
 }
 
-pub async fn metrics(Extension(access): Extension<MetricsAccess>, headers: HeaderMap) -> Response {
+pub async fn metrics(
+    State(app): State<AppState>,
+    Extension(access): Extension<MetricsAccess>,
+    headers: HeaderMap,
+) -> Response {
     if let Some(token) = &access.token {
         let presented = headers
             .get(header::AUTHORIZATION)
@@ -33,6 +40,7 @@ pub async fn metrics(Extension(access): Extension<MetricsAccess>, headers: Heade
             return (StatusCode::UNAUTHORIZED, "metrics token required\n").into_response();
         }
     }
+    crate::metrics::queues(app.bus.state(), app.chat.queue_depth());
     (
         [(
             header::CONTENT_TYPE,

@@ -85,6 +85,34 @@ test('metrics after real traffic carry the blueprint names, labels, buckets and 
     assert.ok(value(m, 'websocket_rate_limited_total') >= 1);
     assert.ok(value(m, 'websocket_delivery_latency_seconds_count') >= 2);
     assert.ok(value(m, 'aegisx_storage_latency_seconds_count', { op: 'append_messages', result: 'ok' }) >= 1);
+    assert.equal(value(m, 'aegisx_bus_connected', { bus: 'local' }), 1);
+    assert.equal(value(m, 'aegisx_fanout_queue_depth'), 0);
+    assert.equal(value(m, 'aegisx_chat_write_queue_depth'), 0);
+  } finally {
+    await server.stop();
+  }
+});
+
+test('the Grafana dashboard only queries metrics the gateway exports', async () => {
+  const { readFile } = await import('node:fs/promises');
+  const dashboard = JSON.parse(await readFile(new URL('../../../deploy/grafana-dashboard.json', import.meta.url), 'utf8'));
+  const exprs = dashboard.panels.flatMap((p) => p.targets.map((t) => t.expr));
+  const used = new Set(exprs.flatMap((e) => [...e.matchAll(/\b((?:websocket|aegisx)_[a-z_]+)/g)].map((m) => m[1].replace(/_(bucket|count|sum)$/, ''))));
+  const server = await startServer({ RATE_LIMIT_PER_MINUTE: '1', API_KEYS: KEY });
+  try {
+    // Traffic that makes every series exist at least once.
+    const s = await server.connect(server.token({ tenantId: uid('t') }));
+    await joinRoom(s, 'dash');
+    await chat(s, 'dash', 'one');
+    await s.timeout(5000).emitWithAck('message', { type: 'send_message', data: { roomId: 'dash', message: 'two' } });
+    await server.refused('not-a-token');
+    await request(`${server.url}/api/v1/stats`);
+    const big = await server.connect(server.token({}));
+    big.close();
+    const text = (await request(`${server.url}/metrics`)).body;
+    const exported = new Set([...text.matchAll(/^# TYPE (\S+)/gm)].map((m) => m[1]));
+    const missing = [...used].filter((name) => !exported.has(name));
+    assert.deepEqual(missing, []);
   } finally {
     await server.stop();
   }

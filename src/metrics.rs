@@ -84,6 +84,11 @@ pub fn queues(bus: crate::domain::bus::BusState, write_queue_depth: usize) {
     gauge!("aegisx_chat_write_queue_depth").set(write_queue_depth as f64);
 }
 
+/// HTTP connections being served (long-polling and API included, websockets not).
+pub fn http_connections(n: usize) {
+    gauge!("aegisx_http_connections").set(n as f64);
+}
+
 pub fn connection_opened(tenant: &str) {
     gauge!("websocket_connections_total", "tenant_id" => tenant.to_owned()).increment(1.0);
 }

@@ -40,7 +40,10 @@ pub async fn serve(
                     .serve_connection(TokioIo::new(stream), svc)
                     .with_upgrades();
                 let mut stop = stop.clone();
+                let tracked = tracker.clone();
                 tracker.spawn(async move {
+                    // Open HTTP connections (an upgraded websocket leaves this task).
+                    crate::metrics::http_connections(tracked.len());
                     let mut conn = std::pin::pin!(conn);
                     let res = tokio::select! {
                         res = conn.as_mut() => res,
@@ -54,6 +57,8 @@ pub async fn serve(
                     if let Err(e) = res {
                         tracing::debug!(error = %e, "http connection ended with an error");
                     }
+                    // This task still counts itself until it returns.
+                    crate::metrics::http_connections(tracked.len().saturating_sub(1));
                 });
             }
             _ = stop.changed() => break,

@@ -2,6 +2,7 @@
 //! Socket.IO layer.
 
 mod api;
+mod compact;
 mod health;
 mod metrics;
 mod origin;
@@ -54,6 +55,7 @@ pub fn router(settings: &Settings, state: AppState, sio: SocketIoLayer) -> anyho
     }
     Ok(app
         .layer(sio)
+        .layer(axum::middleware::from_fn(compact::compact_head))
         .layer(axum::middleware::from_fn_with_state(origins, origin::guard))
         .layer(cors)
         .layer(

@@ -23,6 +23,9 @@ use crate::settings::Settings;
 /// The only namespace served.
 pub const NAMESPACE: &str = "/ws";
 
+/// Bytes of the per-websocket read buffer (the library's default is 4 KiB).
+const WS_READ_BUFFER: usize = 1024;
+
 /// Builds the Socket.IO layer with the gateway's limits in place of the library's defaults.
 pub fn build(settings: &Settings, state: AppState) -> (SocketIoLayer, SocketIo) {
     let parser = ParserConfig::common()
@@ -39,6 +42,9 @@ pub fn build(settings: &Settings, state: AppState) -> (SocketIoLayer, SocketIo) 
         .ws_max_message_size(settings.max_payload_bytes)
         .ws_max_frame_size(settings.max_payload_bytes)
         .max_buffer_size(settings.socket_buffer_packets)
+        // Every websocket holds this read buffer while idle; our packets are small, and a
+        // larger one is read in several steps.
+        .ws_read_buffer_size(WS_READ_BUFFER)
         .with_state(state)
         .build_layer();
     io.ns(NAMESPACE, connect::on_connect.with(connect::authenticate));

@@ -144,10 +144,7 @@ impl ConnectionRegistry for LocalRegistry {
         let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let mut dead = Vec::new();
-        for (user, socks) in &st.users {
-            if only.is_some_and(|u| u != user) {
-                continue;
-            }
+        let mut collect = |user: &UserId, socks: &[Registered]| {
             for sock in socks {
                 if now.duration_since(sock.at) >= grace && !alive(sock.socket_id.as_str()) {
                     dead.push(ConnectionInfo {
@@ -155,6 +152,19 @@ impl ConnectionRegistry for LocalRegistry {
                         user: user.clone(),
                         tenant: sock.tenant.clone(),
                     });
+                }
+            }
+        };
+        match only {
+            // One user: a lookup, not a scan (this runs on every connect).
+            Some(user) => {
+                if let Some(socks) = st.users.get(user) {
+                    collect(user, socks);
+                }
+            }
+            None => {
+                for (user, socks) in &st.users {
+                    collect(user, socks);
                 }
             }
         }

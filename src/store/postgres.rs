@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use sqlx::postgres::PgPoolOptions;
 
-use crate::domain::store::StoreError;
+use super::rows;
+use crate::domain::events::ChatMessage;
+use crate::domain::store::{NewMessage, StoreError};
 
 pub struct PostgresStore {
     pool: sqlx::PgPool,
@@ -20,6 +22,36 @@ impl PostgresStore {
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Self { pool })
+    }
+}
+
+impl PostgresStore {
+    /// One upsert per message on the room's `room_seq` row: the row lock orders concurrent
+    /// writers of a room (on any node) so their seqs are distinct and gap-free.
+    async fn append(&self, batch: &[NewMessage]) -> Result<Vec<ChatMessage>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for m in batch {
+            let seq: i64 = sqlx::query_scalar(rows::NEXT_SEQ)
+                .bind(m.key.tenant_str())
+                .bind(m.key.room.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query(rows::INSERT_MESSAGE)
+                .bind(m.key.tenant_str())
+                .bind(m.key.room.as_str())
+                .bind(seq)
+                .bind(&m.id)
+                .bind(m.user_id.as_str())
+                .bind(&m.user_name)
+                .bind(&m.message)
+                .bind(&m.timestamp)
+                .execute(&mut *tx)
+                .await?;
+            out.push(rows::stored(m, seq));
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 }
 

@@ -99,7 +99,21 @@ pub(super) const REVOKE: &str =
 pub(super) const HAS_GRANT: &str =
     "SELECT COUNT(*) FROM room_grants WHERE tenant = $1 AND room = $2 AND user_id = $3";
 
-/// Implements `Store` for a struct with a `pool: sqlx::Pool<DB>` field.
+/// The stored form of a new message once it has its `seq`.
+pub(super) fn stored(m: &crate::domain::store::NewMessage, seq: i64) -> ChatMessage {
+    ChatMessage {
+        id: m.id.clone(),
+        seq,
+        room_id: m.key.room.to_string(),
+        user_id: m.user_id.to_string(),
+        user_name: m.user_name.clone(),
+        message: m.message.clone(),
+        timestamp: m.timestamp.clone(),
+    }
+}
+
+/// Implements `Store` for a struct with a `pool: sqlx::Pool<DB>` field and an inherent
+/// `append` (the one operation whose best SQL differs between the backends).
 macro_rules! impl_store {
     ($store:ty) => {
         #[async_trait::async_trait]
@@ -109,38 +123,7 @@ macro_rules! impl_store {
                 batch: &[crate::domain::store::NewMessage],
             ) -> Result<Vec<crate::domain::events::ChatMessage>, crate::domain::store::StoreError>
             {
-                use crate::store::rows::*;
-                let mut tx = self.pool.begin().await?;
-                let mut out = Vec::with_capacity(batch.len());
-                for m in batch {
-                    let seq: i64 = sqlx::query_scalar(NEXT_SEQ)
-                        .bind(m.key.tenant_str())
-                        .bind(m.key.room.as_str())
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    sqlx::query(INSERT_MESSAGE)
-                        .bind(m.key.tenant_str())
-                        .bind(m.key.room.as_str())
-                        .bind(seq)
-                        .bind(&m.id)
-                        .bind(m.user_id.as_str())
-                        .bind(&m.user_name)
-                        .bind(&m.message)
-                        .bind(&m.timestamp)
-                        .execute(&mut *tx)
-                        .await?;
-                    out.push(crate::domain::events::ChatMessage {
-                        id: m.id.clone(),
-                        seq,
-                        room_id: m.key.room.to_string(),
-                        user_id: m.user_id.to_string(),
-                        user_name: m.user_name.clone(),
-                        message: m.message.clone(),
-                        timestamp: m.timestamp.clone(),
-                    });
-                }
-                tx.commit().await?;
-                Ok(out)
+                self.append(batch).await
             }
 
             async fn messages_after(

@@ -288,3 +288,35 @@ describe('the core flow on every transport', () => {
     });
   }
 });
+
+describe('Engine.IO heartbeat', () => {
+  test('a websocket that answers pings stays connected; one that stops is closed after pingInterval + pingTimeout', { timeout: 15000 }, async () => {
+    // Arrange
+    const fast = await startServer({ PING_INTERVAL_MS: '200', PING_TIMEOUT_MS: '300' });
+    try {
+      const connect = async (answerPings) => {
+        const raw = await openRawWebSocket(fast.url, { answerPings });
+        raw.ws.send(`40/ws,${JSON.stringify({ token: fast.token() })}`);
+        await raw.next((m) => m.startsWith('40/ws,'));
+        return raw;
+      };
+      const [alive, silent] = await Promise.all([connect(true), connect(false)]);
+      const started = Date.now();
+      // Act
+      const closed = await withTimeout(silent.closed, 5000, 'the silent socket to be closed');
+      // Assert
+      const after = Date.now() - started;
+      assert.ok(after >= 200, `closed after ${after} ms: not before the first ping was due`);
+      assert.ok(closed.code !== undefined);
+      // Several ping rounds later the answering socket is still served.
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.ok(alive.messages.filter((m) => m.text === '2').length >= 4, 'pings keep coming');
+      assert.equal(alive.ws.readyState, alive.ws.OPEN);
+      alive.ws.send('42/ws,7["message",{"type":"mystery","data":{}}]');
+      assert.match(await alive.next((m) => m.startsWith('43/ws,7')), /UNKNOWN_EVENT/);
+      alive.ws.close();
+    } finally {
+      await fast.stop();
+    }
+  });
+});

@@ -64,11 +64,16 @@ test('metrics after real traffic carry the blueprint names, labels, buckets and 
     await loner.inbox.next('error', (e) => e.code === 'RATE_LIMITED');
     const gone = await server.connect(server.token({ tenantId: tenant }));
     gone.close();
-    // The disconnect is observed by the server asynchronously: wait until the gauge says so.
+    // The disconnect is observed by the server asynchronously, and its presence event passes
+    // through the fan-out queue: wait until the gauges say so (a stuck gauge fails below).
     let m;
     for (let i = 0; i < 50; i++) {
       m = scrape((await request(`${server.url}/metrics`)).body);
-      if (value(m, 'websocket_connections_total', { tenant_id: tenant }) === 2) break;
+      if (
+        value(m, 'websocket_connections_total', { tenant_id: tenant }) === 2 &&
+        value(m, 'aegisx_fanout_queue_depth') === 0 &&
+        value(m, 'aegisx_chat_write_queue_depth') === 0
+      ) break;
       await new Promise((r) => setTimeout(r, 50));
     }
     assert.equal(value(m, 'websocket_connections_total', { tenant_id: tenant }), 2);

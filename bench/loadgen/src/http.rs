@@ -18,9 +18,16 @@ impl Client {
     }
 
     /// Sends one POST; returns the status and the body. Reconnects when the server closed.
-    pub async fn post(&mut self, path: &str, bearer: &str, body: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    pub async fn post(
+        &mut self,
+        path: &str,
+        bearer: &str,
+        body: &str,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
         if self.conn.is_none() {
-            let s = TcpStream::connect(self.addr).await.context("http connect")?;
+            let s = TcpStream::connect(self.addr)
+                .await
+                .context("http connect")?;
             s.set_nodelay(true)?;
             self.conn = Some(BufStream::new(s));
         }
@@ -31,7 +38,12 @@ impl Client {
         res
     }
 
-    async fn exchange(&mut self, path: &str, bearer: &str, body: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    async fn exchange(
+        &mut self,
+        path: &str,
+        bearer: &str,
+        body: &str,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
         let c = self.conn.as_mut().expect("connected");
         let req = format!(
             "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {bearer}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",

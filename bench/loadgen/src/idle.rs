@@ -35,12 +35,24 @@ pub async fn run(a: IdleArgs) -> anyhow::Result<Outcome> {
     let minter = c.minter();
     let rss_before = c.server_pid.and_then(stats::rss_kib);
     let server_cpu = c.server_pid.map(CpuMeter::start);
+    let server_core = c.server_core.map(stats::CoreMeter::start);
     say!("idle: opening {} connections to {}", a.connections, c.addr);
-    let tokens: Vec<String> = (0..a.connections).map(|i| minter.mint(&format!("{prefix}-{i}"))).collect();
-    let opened = sio::open_many(&t, a.connections, c.connect_rate, c.connect_inflight, |i| tokens[i].clone()).await;
+    let tokens: Vec<String> = (0..a.connections)
+        .map(|i| minter.mint(&format!("{prefix}-{i}")))
+        .collect();
+    let opened = sio::open_many(&t, a.connections, c.connect_rate, c.connect_inflight, |i| {
+        tokens[i].clone()
+    })
+    .await;
     drop(tokens);
     let connect_cpu = server_cpu.as_ref().and_then(CpuMeter::percent);
-    say!("idle: {} open, {} failed, {:.0}/s", opened.ok, opened.failed, opened.rate());
+    let connect_core = server_core.as_ref().and_then(stats::CoreMeter::percent);
+    say!(
+        "idle: {} open, {} failed, {:.0}/s",
+        opened.ok,
+        opened.failed,
+        opened.rate()
+    );
     let summary = opened.summary();
     let (ok, failed, rate) = (opened.ok, opened.failed, opened.rate());
 
@@ -104,6 +116,7 @@ pub async fn run(a: IdleArgs) -> anyhow::Result<Outcome> {
             "rss_per_conn_kib": per_conn(rss_after),
             "rss_per_conn_kib_end_of_hold": per_conn(rss_end),
             "server_cpu_pct_while_connecting": connect_cpu,
+            "server_core_busy_pct_while_connecting": connect_core,
         }),
         clean,
         unavailable: false,

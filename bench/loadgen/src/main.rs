@@ -21,7 +21,10 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
-#[command(name = "loadgen", about = "Engine.IO v4 / Socket.IO v5 load generator for AegisX Realtime")]
+#[command(
+    name = "loadgen",
+    about = "Engine.IO v4 / Socket.IO v5 load generator for AegisX Realtime"
+)]
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
@@ -73,6 +76,9 @@ pub struct Common {
     /// PID of the server: its RSS and CPU use are reported.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// The core the server is pinned to: its busy share is reported (softirq included).
+    #[arg(long)]
+    pub server_core: Option<usize>,
     /// Free text copied into the output (e.g. the server's name).
     #[arg(long, default_value = "")]
     pub label: String,
@@ -88,6 +94,12 @@ impl Common {
             namespace: self.namespace.clone(),
             sources: self.sources,
             connect_timeout: Duration::from_secs_f64(self.connect_timeout),
+            // A different stretch of client ports each run (see sio::tcp_connect).
+            port_offset: (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0)
+                % 50_000) as u16,
         }
     }
 
@@ -110,7 +122,10 @@ impl Common {
             std::net::IpAddr::V4(v4) if v4.octets()[0] == 127 => {}
             ip => anyhow::bail!("--addr {ip}: load is only generated to 127.0.0.x"),
         }
-        anyhow::ensure!((1..=254).contains(&self.sources), "--sources must be 1..=254");
+        anyhow::ensure!(
+            (1..=254).contains(&self.sources),
+            "--sources must be 1..=254"
+        );
         Ok(())
     }
 }
@@ -169,7 +184,10 @@ fn main() {
             }
         }
         Err(e) => {
-            println!("{}", json!({ "scenario": name, "label": common.label, "error": format!("{e:#}") }));
+            println!(
+                "{}",
+                json!({ "scenario": name, "label": common.label, "error": format!("{e:#}") })
+            );
             eprintln!("loadgen {name}: {e:#}");
             std::process::exit(1);
         }

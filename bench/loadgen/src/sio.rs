@@ -26,9 +26,24 @@ pub struct Target {
     /// Client sockets are spread over 127.0.0.1 ..= 127.0.0.<sources>.
     pub sources: u8,
     pub connect_timeout: Duration,
+    /// Where this run's explicit client ports start (see `source_port`).
+    pub port_offset: u16,
 }
 
+/// Client ports are chosen here, not by the kernel: with tens of thousands of sockets of earlier
+/// runs in TIME_WAIT, `bind(ip, 0)` searches the ephemeral range for a free port on every call
+/// (seconds per thousand connects, in the load generator's only thread), which showed up as a
+/// tenfold drop of the measured connect rate on the second run. Ports 10000..60000.
+const PORT_BASE: u16 = 10_000;
+const PORT_SPAN: u32 = 50_000;
+
 impl Target {
+    fn source_port(&self, i: usize, attempt: u32) -> u16 {
+        let per_ip = (i / self.sources.max(1) as usize) as u32;
+        let p = (self.port_offset as u32 + per_ip + attempt * 7919) % PORT_SPAN;
+        PORT_BASE + p as u16
+    }
+
     fn source(&self, i: usize) -> IpAddr {
         let n = (i % self.sources.max(1) as usize) as u8 + 1;
         IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
@@ -63,12 +78,7 @@ pub async fn connect(t: &Target, i: usize, token: &str) -> anyhow::Result<Ws> {
 }
 
 async fn connect_inner(t: &Target, i: usize, token: &str) -> anyhow::Result<Ws> {
-    let sock = TcpSocket::new_v4()?;
-    // Ports of earlier runs may still be in TIME_WAIT on the client side.
-    sock.set_reuseaddr(true)?;
-    sock.bind(SocketAddr::new(t.source(i), 0))
-        .with_context(|| format!("bind {}", t.source(i)))?;
-    let stream = sock.connect(t.addr).await.context("tcp connect")?;
+    let stream = tcp_connect(t, i).await?;
     stream.set_nodelay(true)?;
     let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", t.addr);
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
@@ -102,6 +112,33 @@ async fn connect_inner(t: &Target, i: usize, token: &str) -> anyhow::Result<Ws> 
             None => bail!("closed during connect"),
         }
     }
+}
+
+/// Binds an explicit source address and port (SO_REUSEADDR: ports of earlier runs may still be
+/// in TIME_WAIT), then connects; a port that is taken is skipped.
+async fn tcp_connect(t: &Target, i: usize) -> anyhow::Result<TcpStream> {
+    let ip = t.source(i);
+    let mut last = None;
+    for attempt in 0..8 {
+        let sock = TcpSocket::new_v4()?;
+        sock.set_reuseaddr(true)?;
+        let local = SocketAddr::new(ip, t.source_port(i, attempt));
+        if let Err(e) = sock.bind(local) {
+            last = Some(anyhow!(e).context(format!("bind {local}")));
+            continue;
+        }
+        match sock.connect(t.addr).await {
+            Ok(s) => return Ok(s),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrNotAvailable
+                    || e.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                last = Some(anyhow!(e).context(format!("connect from {local}")));
+            }
+            Err(e) => return Err(anyhow!(e).context(format!("tcp connect from {local}"))),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow!("no source port")))
 }
 
 /// Outcome of opening many connections.
@@ -155,7 +192,8 @@ pub async fn open_many(
         }
         let permit = sem.clone().acquire_owned().await.expect("semaphore closed");
         let (t, tok) = (t.clone(), token(i));
-        let (slots, errors, lat, last_ok) = (slots.clone(), errors.clone(), lat.clone(), last_ok.clone());
+        let (slots, errors, lat, last_ok) =
+            (slots.clone(), errors.clone(), lat.clone(), last_ok.clone());
         handles.push(tokio::task::spawn_local(async move {
             let began = Instant::now();
             match connect(&t, i, &tok).await {
@@ -183,7 +221,7 @@ pub async fn open_many(
     let sockets = std::mem::take(&mut *slots.borrow_mut());
     let ok = sockets.iter().filter(|s| s.is_some()).count();
     let (failed, first_error) = std::mem::take(&mut *errors.borrow_mut());
-    let latency = std::mem::replace(&mut *lat.borrow_mut(), crate::stats::Hist::new());
+    let latency = std::mem::take(&mut *lat.borrow_mut());
     Opened {
         sockets,
         ok,
@@ -291,8 +329,14 @@ mod tests {
     #[test]
     fn classifies_frames() {
         assert!(matches!(classify("2", "/ws,"), Frame::Ping));
-        assert!(matches!(classify("42/ws,[\"a\",1]", "/ws,"), Frame::Event("[\"a\",1]")));
-        assert!(matches!(classify("43/ws,17[{}]", "/ws,"), Frame::Ack(17, "[{}]")));
+        assert!(matches!(
+            classify("42/ws,[\"a\",1]", "/ws,"),
+            Frame::Event("[\"a\",1]")
+        ));
+        assert!(matches!(
+            classify("43/ws,17[{}]", "/ws,"),
+            Frame::Ack(17, "[{}]")
+        ));
         assert!(matches!(classify("41/ws,", "/ws,"), Frame::Disconnect));
         assert!(matches!(classify("42[\"a\"]", "/ws,"), Frame::Other));
     }

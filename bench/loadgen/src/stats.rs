@@ -101,3 +101,41 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
+
+/// Busy share of one CPU core (everything but idle and iowait: user, system, softirq...), from
+/// /proc/stat. A process's own CPU time leaves out the softirq work of its sockets, which on
+/// loopback is a large part of a server's core.
+pub struct CoreMeter {
+    core: usize,
+    start: Option<(u64, u64)>,
+}
+
+fn core_ticks(core: usize) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with(&format!("cpu{core} ")))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+impl CoreMeter {
+    pub fn start(core: usize) -> Self {
+        Self {
+            core,
+            start: core_ticks(core),
+        }
+    }
+
+    pub fn percent(&self) -> Option<f64> {
+        let (b0, t0) = self.start?;
+        let (b1, t1) = core_ticks(self.core)?;
+        (t1 > t0).then(|| round1(100.0 * (b1 - b0) as f64 / (t1 - t0) as f64))
+    }
+}

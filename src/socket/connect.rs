@@ -86,11 +86,19 @@ pub async fn authenticate(
         .map_err(|e| refuse(e.into()))?;
     s.extensions
         .insert(Arc::new(Session::new(conn, principal, first)));
+    // Here, not in `on_connect`: socketioxide sends the CONNECT ack and then *spawns* the
+    // connect handler, so a client answering the ack at once could find no handler yet and its
+    // event would be dropped without a word. The middleware runs before the ack.
+    s.on("join_room", rooms::join);
+    s.on("leave_room", rooms::leave);
+    s.on("message", messages::handle);
+    s.on("refresh_token", token::refresh);
+    s.on_fallback(messages::unknown_event);
     Ok(())
 }
 
-/// Runs once the client has been told it is connected. Handlers are registered before the first
-/// `.await`, so no early event of the client is missed.
+/// Runs (in a task of its own) once the client has been told it is connected; its events may
+/// already be handled. The disconnect handler is registered before the first `.await`.
 pub async fn on_connect(
     s: SocketRef,
     State(app): State<AppState>,
@@ -102,11 +110,6 @@ pub async fn on_connect(
     if let Some(t) = &p.tenant {
         s.join(tenant_adapter_room(t));
     }
-    s.on("join_room", rooms::join);
-    s.on("leave_room", rooms::leave);
-    s.on("message", messages::handle);
-    s.on("refresh_token", token::refresh);
-    s.on_fallback(messages::unknown_event);
     s.on_disconnect(on_disconnect);
     if !s.connected() {
         // Closed before the disconnect handler was in place: it will not run, so clean up

@@ -74,6 +74,35 @@ describe('connected event', () => {
   });
 });
 
+describe('events right after the CONNECT ack', () => {
+  test('an event sent the instant the CONNECT ack arrives is handled, on every one of many sockets', async () => {
+    // Arrange: raw sockets, so nothing sits between the ack and the event (the official client
+    // goes through its event loop first). The server's connect handler runs in a task of its
+    // own after the ack; the event handlers must not depend on it having run.
+    const { default: WebSocket } = await import('ws');
+    const base = `${server.url.replace(/^http/, 'ws')}/socket.io/?EIO=4&transport=websocket`;
+    const one = (i) =>
+      new Promise((resolve, reject) => {
+        const ws = new WebSocket(base);
+        const room = `burst-${i}`;
+        ws.on('error', reject);
+        ws.on('message', (data) => {
+          const text = data.toString();
+          if (text.startsWith('0')) ws.send(`40/ws,${JSON.stringify({ token: server.token() })}`);
+          else if (text.startsWith('40/ws,')) ws.send(`42/ws,${JSON.stringify(['join_room', { roomId: room }])}`);
+          else if (text.startsWith('42/ws,["joined_room"')) {
+            resolve(JSON.parse(text.slice(6))[1].roomId);
+            ws.close();
+          }
+        });
+      });
+    // Act
+    const rooms = await withTimeout(Promise.all(Array.from({ length: 100 }, (_, i) => one(i))), 15000, 'every joined_room');
+    // Assert
+    assert.deepEqual(rooms, Array.from({ length: 100 }, (_, i) => `burst-${i}`));
+  });
+});
+
 describe('presence', () => {
   test('a user first connection sends user_status online to the tenant members', async () => {
     // Arrange

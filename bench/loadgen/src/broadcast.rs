@@ -114,7 +114,7 @@ struct Shared {
     /// Deliveries of an earlier step that came after its drain.
     late: Cell<u64>,
     errors: Cell<u64>,
-    first_error: RefCell<Option<String>>,
+    first_error: crate::stats::FirstError,
     disconnects: Cell<u64>,
     joined: Cell<usize>,
     join_failed: Cell<usize>,
@@ -123,10 +123,7 @@ struct Shared {
 impl Shared {
     fn error(&self, what: &str) {
         self.errors.set(self.errors.get() + 1);
-        let mut f = self.first_error.borrow_mut();
-        if f.is_none() {
-            *f = Some(what.chars().take(300).collect());
-        }
+        self.first_error.note(what);
     }
 }
 
@@ -203,13 +200,7 @@ async fn run(
         opened.failed,
         opened.rate()
     );
-    if opened.failed > 0 {
-        anyhow::bail!(
-            "{} of {total} connects failed (first: {})",
-            opened.failed,
-            opened.first_error.as_deref().unwrap_or("?")
-        );
-    }
+    opened.ensure_all()?;
     let connect = opened.summary();
     let epoch = Instant::now();
     let sh = Rc::new(Shared::default());
@@ -246,7 +237,7 @@ async fn run(
         anyhow::bail!(
             "only {} of {total} clients joined their rooms (first error: {})",
             sh.joined.get(),
-            sh.first_error.borrow().as_deref().unwrap_or("timeout")
+            sh.first_error.get().as_deref().unwrap_or("timeout")
         );
     }
     say!("all {total} clients joined");
@@ -394,7 +385,7 @@ async fn run(
         t.abort();
         let _ = t.await;
     }
-    let first_error = sh.first_error.borrow().clone();
+    let first_error = sh.first_error.get();
     let max_sustained = best.as_ref().map(|b| {
         json!({
             "rate_per_sender": b["rate_per_sender"],

@@ -60,7 +60,7 @@ struct Shared {
     inflight: Cell<u64>,
     failed_acks: Cell<u64>,
     errors: Cell<u64>,
-    first_error: RefCell<Option<String>>,
+    first_error: crate::stats::FirstError,
     disconnects: Cell<u64>,
     joined: Cell<usize>,
     join_failed: Cell<usize>,
@@ -69,10 +69,7 @@ struct Shared {
 impl Shared {
     fn error(&self, what: &str) {
         self.errors.set(self.errors.get() + 1);
-        let mut f = self.first_error.borrow_mut();
-        if f.is_none() {
-            *f = Some(what.chars().take(300).collect());
-        }
+        self.first_error.note(what);
     }
 }
 
@@ -89,13 +86,7 @@ pub async fn run(a: ChatAckArgs) -> anyhow::Result<Outcome> {
         tokens[i].clone()
     })
     .await;
-    if opened.failed > 0 {
-        anyhow::bail!(
-            "{} connects failed (first: {})",
-            opened.failed,
-            opened.first_error.as_deref().unwrap_or("?")
-        );
-    }
+    opened.ensure_all()?;
     let connect = opened.summary();
     let sh = Rc::new(Shared::default());
     let (phase_tx, phase_rx) = watch::channel(Phase::Idle);
@@ -187,7 +178,7 @@ pub async fn run(a: ChatAckArgs) -> anyhow::Result<Outcome> {
             "loadgen_cpu_pct": cpu_me,
             "server_cpu_pct": cpu_server,
             "server_core_busy_pct": core_busy,
-            "first_error": sh.first_error.borrow().clone(),
+            "first_error": sh.first_error.get(),
         }),
         clean,
         unavailable: false,

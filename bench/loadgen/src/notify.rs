@@ -52,17 +52,14 @@ struct Shared {
     status_404: Cell<u64>,
     http_other: Cell<u64>,
     http_errors: Cell<u64>,
-    first_error: RefCell<Option<String>>,
+    first_error: crate::stats::FirstError,
     unmarked: Cell<u64>,
     disconnects: Cell<u64>,
 }
 
 impl Shared {
     fn error(&self, what: String) {
-        let mut f = self.first_error.borrow_mut();
-        if f.is_none() {
-            *f = Some(what.chars().take(300).collect());
-        }
+        self.first_error.note(&what);
     }
 }
 
@@ -77,13 +74,7 @@ pub async fn run(a: NotifyArgs) -> anyhow::Result<Outcome> {
         minter.mint(&users[i])
     })
     .await;
-    if opened.failed > 0 {
-        anyhow::bail!(
-            "{} connects failed (first: {})",
-            opened.failed,
-            opened.first_error.as_deref().unwrap_or("?")
-        );
-    }
+    opened.ensure_all()?;
     let connect = opened.summary();
     let sh = Rc::new(Shared::default());
     let epoch = Instant::now();
@@ -241,7 +232,7 @@ pub async fn run(a: NotifyArgs) -> anyhow::Result<Outcome> {
             "loadgen_cpu_pct": cpu_me,
             "server_cpu_pct": cpu_server,
             "server_core_busy_pct": core_busy,
-            "first_error": sh.first_error.borrow().clone(),
+            "first_error": sh.first_error.get(),
         }),
         clean,
         unavailable,

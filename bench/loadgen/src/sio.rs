@@ -157,6 +157,19 @@ impl Opened {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
+    /// Scenarios that need every connection (all but `idle`) stop here when one failed.
+    pub fn ensure_all(&self) -> anyhow::Result<()> {
+        if self.failed > 0 {
+            anyhow::bail!(
+                "{} of {} connects failed (first: {})",
+                self.failed,
+                self.ok + self.failed,
+                self.first_error.as_deref().unwrap_or("?")
+            );
+        }
+        Ok(())
+    }
+
     pub fn summary(&self) -> serde_json::Value {
         serde_json::json!({
             "ok": self.ok,

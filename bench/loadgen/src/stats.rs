@@ -1,5 +1,6 @@
 //! Latency histograms, CPU accounting from /proc, rounding for the JSON output.
 
+use std::cell::RefCell;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
@@ -137,5 +138,22 @@ impl CoreMeter {
         let (b0, t0) = self.start?;
         let (b1, t1) = core_ticks(self.core)?;
         (t1 > t0).then(|| round1(100.0 * (b1 - b0) as f64 / (t1 - t0) as f64))
+    }
+}
+
+/// The first error message of a run (shortened), for the report; later ones are only counted.
+#[derive(Default)]
+pub struct FirstError(RefCell<Option<String>>);
+
+impl FirstError {
+    pub fn note(&self, what: &str) {
+        let mut first = self.0.borrow_mut();
+        if first.is_none() {
+            *first = Some(what.chars().take(300).collect());
+        }
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.borrow().clone()
     }
 }

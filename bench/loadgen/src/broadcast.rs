@@ -113,18 +113,9 @@ struct Shared {
     stats: RefCell<StepStats>,
     /// Deliveries of an earlier step that came after its drain.
     late: Cell<u64>,
-    errors: Cell<u64>,
-    first_error: crate::stats::FirstError,
+    errors: stats::Errors,
     disconnects: Cell<u64>,
-    joined: Cell<usize>,
-    join_failed: Cell<usize>,
-}
-
-impl Shared {
-    fn error(&self, what: &str) {
-        self.errors.set(self.errors.get() + 1);
-        self.first_error.note(what);
-    }
+    joins: sio::Joins,
 }
 
 pub async fn run_fanout(a: FanoutArgs) -> anyhow::Result<Outcome> {
@@ -229,20 +220,13 @@ async fn run(
     }
     // Every client in its room before the first step.
     let deadline = Instant::now() + join_timeout + Duration::from_secs(1);
-    while sh.joined.get() + sh.join_failed.get() < total && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    if sh.joined.get() < total {
+    if let Err(e) = sh.joins.wait_all(total, deadline, &sh.errors).await {
         let _ = phase_tx.send(Phase::Stop);
-        anyhow::bail!(
-            "only {} of {total} clients joined their rooms (first error: {})",
-            sh.joined.get(),
-            sh.first_error.get().as_deref().unwrap_or("timeout")
-        );
+        return Err(e);
     }
     say!("all {total} clients joined");
     // Errors while joining (none expected) are not counted against the steps.
-    sh.errors.set(0);
+    sh.errors.reset_count();
 
     if steps.warmup_secs > 0.0 && !steps.rates.is_empty() {
         // Step 0: counted nowhere.
@@ -277,7 +261,7 @@ async fn run(
             warm.expected,
             warm.hist.quantile_ms(0.99)
         );
-        sh.errors.set(0);
+        sh.errors.reset_count();
         sh.late.set(0);
     }
 
@@ -290,7 +274,7 @@ async fn run(
         let step = si as u32 + 1;
         sh.step.set(step);
         *sh.stats.borrow_mut() = StepStats::default();
-        let (errors0, disc0, late0) = (sh.errors.get(), sh.disconnects.get(), sh.late.get());
+        let (errors0, disc0, late0) = (sh.errors.count(), sh.disconnects.get(), sh.late.get());
         let start = Instant::now() + Duration::from_millis(20);
         let end = start + Duration::from_secs_f64(steps.step_secs);
         let me = CpuMeter::start(std::process::id());
@@ -321,7 +305,7 @@ async fn run(
         sh.step.set(0);
         let planned = (senders as f64 * rate * steps.step_secs).round() as u64;
         let lost = s.expected.saturating_sub(s.received);
-        let errors = sh.errors.get() - errors0;
+        let errors = sh.errors.count() - errors0;
         let disconnects = sh.disconnects.get() - disc0;
         let p99 = s.hist.quantile_ms(0.99);
         let kept_up = s.sent as f64 >= 0.99 * planned as f64;
@@ -385,7 +369,7 @@ async fn run(
         t.abort();
         let _ = t.await;
     }
-    let first_error = sh.first_error.get();
+    let first_error = sh.errors.first();
     let max_sustained = best.as_ref().map(|b| {
         json!({
             "rate_per_sender": b["rate_per_sender"],
@@ -437,11 +421,11 @@ async fn client(
 ) {
     let sh = &ctx.sh;
     if let Err(e) = sio::join_room(&mut ws, &ctx.ns, &role.room, join_timeout).await {
-        sh.join_failed.set(sh.join_failed.get() + 1);
-        sh.error(&format!("join_room: {e:#}"));
+        sh.joins.record(false);
+        sh.errors.note(&format!("join_room: {e:#}"));
         return;
     }
-    sh.joined.set(sh.joined.get() + 1);
+    sh.joins.record(true);
     let finder = memchr::memmem::Finder::new(b"\"message\":\"t=");
     if !role.sends {
         // Receivers only read (the run aborts them at the end): no watch to poll per frame.
@@ -452,7 +436,7 @@ async fn client(
             }
         }
         sh.disconnects.set(sh.disconnects.get() + 1);
-        sh.error("connection closed by the server");
+        sh.errors.note("connection closed by the server");
         return;
     }
     let timer = tokio::time::sleep_until(never());
@@ -519,7 +503,7 @@ async fn client(
             m = ws.next() => {
                 let Some(m) = m else {
                     sh.disconnects.set(sh.disconnects.get() + 1);
-                    sh.error("connection closed by the server");
+                    sh.errors.note("connection closed by the server");
                     break;
                 };
                 if !on_frame(&mut ws, m, &role, &ctx, &finder).await {
@@ -560,23 +544,25 @@ async fn on_frame(
                                     sh.late.set(sh.late.get() + 1);
                                 }
                             }
-                            None => sh.error(&format!("chat_message without a marker: {body}")),
+                            None => sh
+                                .errors
+                                .note(&format!("chat_message without a marker: {body}")),
                         }
                     }
                 } else if body.starts_with("[\"error\"") {
-                    sh.error(body);
+                    sh.errors.note(body);
                 }
             }
             Frame::Disconnect => {
                 sh.disconnects.set(sh.disconnects.get() + 1);
-                sh.error("server sent DISCONNECT");
+                sh.errors.note("server sent DISCONNECT");
                 return false;
             }
             _ => {}
         },
         Ok(Message::Close(_)) | Err(_) => {
             sh.disconnects.set(sh.disconnects.get() + 1);
-            sh.error("connection closed by the server");
+            sh.errors.note("connection closed by the server");
             return false;
         }
         Ok(_) => {}

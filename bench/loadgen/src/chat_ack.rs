@@ -59,18 +59,9 @@ struct Shared {
     delivered: Cell<u64>,
     inflight: Cell<u64>,
     failed_acks: Cell<u64>,
-    errors: Cell<u64>,
-    first_error: crate::stats::FirstError,
+    errors: stats::Errors,
     disconnects: Cell<u64>,
-    joined: Cell<usize>,
-    join_failed: Cell<usize>,
-}
-
-impl Shared {
-    fn error(&self, what: &str) {
-        self.errors.set(self.errors.get() + 1);
-        self.first_error.note(what);
-    }
+    joins: sio::Joins,
 }
 
 pub async fn run(a: ChatAckArgs) -> anyhow::Result<Outcome> {
@@ -111,14 +102,11 @@ pub async fn run(a: ChatAckArgs) -> anyhow::Result<Outcome> {
         )));
     }
     let deadline = Instant::now() + join_timeout + Duration::from_secs(1);
-    while sh.joined.get() + sh.join_failed.get() < a.clients && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    if sh.joined.get() < a.clients {
+    if let Err(e) = sh.joins.wait_all(a.clients, deadline, &sh.errors).await {
         let _ = phase_tx.send(Phase::Stop);
-        anyhow::bail!("only {} of {} clients joined", sh.joined.get(), a.clients);
+        return Err(e);
     }
-    sh.errors.set(0);
+    sh.errors.reset_count();
     let warm_end = Instant::now() + Duration::from_secs_f64(a.warmup);
     let end = warm_end + Duration::from_secs_f64(a.duration);
     let _ = phase_tx.send(Phase::Send { end });
@@ -152,11 +140,11 @@ pub async fn run(a: ChatAckArgs) -> anyhow::Result<Outcome> {
         hist.quantile_ms(0.5),
         hist.quantile_ms(0.99),
         sh.failed_acks.get(),
-        sh.errors.get()
+        sh.errors.count()
     );
     let clean = unanswered == 0
         && sh.failed_acks.get() == 0
-        && sh.errors.get() == 0
+        && sh.errors.count() == 0
         && sh.disconnects.get() == 0;
     Ok(Outcome {
         json: json!({
@@ -172,13 +160,13 @@ pub async fn run(a: ChatAckArgs) -> anyhow::Result<Outcome> {
             "delivered_back_total": sh.delivered.get(),
             "unanswered": unanswered,
             "failed_acks": sh.failed_acks.get(),
-            "errors": sh.errors.get(),
+            "errors": sh.errors.count(),
             "disconnects": sh.disconnects.get(),
             "ack_latency_ms": hist.summary_ms(),
             "loadgen_cpu_pct": cpu_me,
             "server_cpu_pct": cpu_server,
             "server_core_busy_pct": core_busy,
-            "first_error": sh.first_error.get(),
+            "first_error": sh.errors.first(),
         }),
         clean,
         unavailable: false,
@@ -198,11 +186,11 @@ async fn client(
     join_timeout: Duration,
 ) {
     if let Err(e) = sio::join_room(&mut ws, &ns, &room, join_timeout).await {
-        sh.join_failed.set(sh.join_failed.get() + 1);
-        sh.error(&format!("join_room: {e:#}"));
+        sh.joins.record(false);
+        sh.errors.note(&format!("join_room: {e:#}"));
         return;
     }
-    sh.joined.set(sh.joined.get() + 1);
+    sh.joins.record(true);
     let ok = memchr::memmem::Finder::new(b"\"ok\":true");
     let mut outstanding: HashMap<u64, Instant> = HashMap::with_capacity(window * 2);
     let mut next_id: u64 = 0;
@@ -265,7 +253,7 @@ async fn client(
                                 }
                             } else {
                                 sh.failed_acks.set(sh.failed_acks.get() + 1);
-                                sh.error(body);
+                                sh.errors.note(body);
                             }
                         }
                     }
@@ -273,19 +261,19 @@ async fn client(
                         if body.starts_with("[\"chat_message\"") {
                             sh.delivered.set(sh.delivered.get() + 1);
                         } else if body.starts_with("[\"error\"") {
-                            sh.error(body);
+                            sh.errors.note(body);
                         }
                     }
                     Frame::Disconnect => {
                         sh.disconnects.set(sh.disconnects.get() + 1);
-                        sh.error("server sent DISCONNECT");
+                        sh.errors.note("server sent DISCONNECT");
                         break;
                     }
                     Frame::Other => {}
                 },
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
                     sh.disconnects.set(sh.disconnects.get() + 1);
-                    sh.error("connection closed by the server");
+                    sh.errors.note("connection closed by the server");
                     break;
                 }
                 Some(Ok(_)) => {}

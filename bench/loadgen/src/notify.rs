@@ -52,15 +52,9 @@ struct Shared {
     status_404: Cell<u64>,
     http_other: Cell<u64>,
     http_errors: Cell<u64>,
-    first_error: crate::stats::FirstError,
+    errors: stats::Errors,
     unmarked: Cell<u64>,
     disconnects: Cell<u64>,
-}
-
-impl Shared {
-    fn error(&self, what: String) {
-        self.first_error.note(&what);
-    }
 }
 
 pub async fn run(a: NotifyArgs) -> anyhow::Result<Outcome> {
@@ -121,14 +115,14 @@ pub async fn run(a: NotifyArgs) -> anyhow::Result<Outcome> {
                             200..=299 => sh.created.set(sh.created.get() + 1),
                             404 => {
                                 sh.status_404.set(sh.status_404.get() + 1);
-                                sh.error(format!(
+                                sh.errors.note(&format!(
                                     "HTTP 404 from {path}: {}",
                                     String::from_utf8_lossy(&resp)
                                 ));
                             }
                             s => {
                                 sh.http_other.set(sh.http_other.get() + 1);
-                                sh.error(format!(
+                                sh.errors.note(&format!(
                                     "HTTP {s} from {path}: {}",
                                     String::from_utf8_lossy(&resp)
                                 ));
@@ -137,7 +131,7 @@ pub async fn run(a: NotifyArgs) -> anyhow::Result<Outcome> {
                     }
                     Err(e) => {
                         sh.http_errors.set(sh.http_errors.get() + 1);
-                        sh.error(format!("HTTP request failed: {e:#}"));
+                        sh.errors.note(&format!("HTTP request failed: {e:#}"));
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
@@ -232,7 +226,7 @@ pub async fn run(a: NotifyArgs) -> anyhow::Result<Outcome> {
             "loadgen_cpu_pct": cpu_me,
             "server_cpu_pct": cpu_server,
             "server_core_busy_pct": core_busy,
-            "first_error": sh.first_error.get(),
+            "first_error": sh.errors.first(),
         }),
         clean,
         unavailable,

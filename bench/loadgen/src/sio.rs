@@ -4,7 +4,7 @@
 //! `40/ws,{"sid":..}` connected, `44/ws,{...}` connect error, `41/ws,` disconnect,
 //! `42/ws,[event,data]` event, `42/ws,N[...]` event with ack id, `43/ws,N[...]` ack.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -242,6 +242,40 @@ pub async fn open_many(
         first_error,
         elapsed,
         latency,
+    }
+}
+
+/// The clients' `join_room` outcomes, so a scenario starts only once every client is in its room.
+#[derive(Default)]
+pub struct Joins {
+    ok: Cell<usize>,
+    failed: Cell<usize>,
+}
+
+impl Joins {
+    pub fn record(&self, joined: bool) {
+        let n = if joined { &self.ok } else { &self.failed };
+        n.set(n.get() + 1);
+    }
+
+    /// Waits until all `total` clients answered or `deadline` passed; an error unless all joined.
+    pub async fn wait_all(
+        &self,
+        total: usize,
+        deadline: Instant,
+        errors: &crate::stats::Errors,
+    ) -> anyhow::Result<()> {
+        while self.ok.get() + self.failed.get() < total && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if self.ok.get() < total {
+            bail!(
+                "only {} of {total} clients joined their rooms (first error: {})",
+                self.ok.get(),
+                errors.first().as_deref().unwrap_or("timeout")
+            );
+        }
+        Ok(())
     }
 }
 

@@ -1,6 +1,6 @@
 //! Latency histograms, CPU accounting from /proc, rounding for the JSON output.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
@@ -141,19 +141,32 @@ impl CoreMeter {
     }
 }
 
-/// The first error message of a run (shortened), for the report; later ones are only counted.
+/// Errors seen by a scenario's clients: how many, and the first message (shortened) for the report.
 #[derive(Default)]
-pub struct FirstError(RefCell<Option<String>>);
+pub struct Errors {
+    count: Cell<u64>,
+    first: RefCell<Option<String>>,
+}
 
-impl FirstError {
+impl Errors {
     pub fn note(&self, what: &str) {
-        let mut first = self.0.borrow_mut();
+        self.count.set(self.count.get() + 1);
+        let mut first = self.first.borrow_mut();
         if first.is_none() {
             *first = Some(what.chars().take(300).collect());
         }
     }
 
-    pub fn get(&self) -> Option<String> {
-        self.0.borrow().clone()
+    pub fn count(&self) -> u64 {
+        self.count.get()
+    }
+
+    /// Forgets the count (not the first message), e.g. after a warm-up.
+    pub fn reset_count(&self) {
+        self.count.set(0);
+    }
+
+    pub fn first(&self) -> Option<String> {
+        self.first.borrow().clone()
     }
 }

@@ -25,6 +25,12 @@ impl PostgresStore {
     }
 }
 
+const NEXT_SEQ: &str = "INSERT INTO room_seq (tenant, room, last_seq) VALUES ($1, $2, 1) \
+     ON CONFLICT (tenant, room) DO UPDATE SET last_seq = room_seq.last_seq + 1 RETURNING last_seq";
+const INSERT_MESSAGE: &str = "INSERT INTO chat_messages \
+     (tenant, room, seq, id, user_id, user_name, message, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
 impl PostgresStore {
     /// One upsert per message on the room's `room_seq` row: the row lock orders concurrent
     /// writers of a room (on any node) so their seqs are distinct and gap-free.
@@ -32,12 +38,12 @@ impl PostgresStore {
         let mut tx = self.pool.begin().await?;
         let mut out = Vec::with_capacity(batch.len());
         for m in batch {
-            let seq: i64 = sqlx::query_scalar(rows::NEXT_SEQ)
+            let seq: i64 = sqlx::query_scalar(NEXT_SEQ)
                 .bind(m.key.tenant_str())
                 .bind(m.key.room.as_str())
                 .fetch_one(&mut *tx)
                 .await?;
-            sqlx::query(rows::INSERT_MESSAGE)
+            sqlx::query(INSERT_MESSAGE)
                 .bind(m.key.tenant_str())
                 .bind(m.key.room.as_str())
                 .bind(seq)

@@ -56,11 +56,6 @@ impl From<NotificationRow> for Notification {
     }
 }
 
-pub(super) const NEXT_SEQ: &str = "INSERT INTO room_seq (tenant, room, last_seq) VALUES ($1, $2, 1) \
-     ON CONFLICT (tenant, room) DO UPDATE SET last_seq = room_seq.last_seq + 1 RETURNING last_seq";
-pub(super) const INSERT_MESSAGE: &str = "INSERT INTO chat_messages \
-     (tenant, room, seq, id, user_id, user_name, message, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 const MESSAGE_COLS: &str = "room, seq, id, user_id, user_name, message, created_at";
 pub(super) fn messages_after_sql() -> String {
     format!(

@@ -61,6 +61,9 @@ pub struct TokenArgs {
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     pub ttl: i64,
+    /// Key id written to the token header (default: the first of JWT_KEY_IDS).
+    #[arg(long)]
+    pub kid: Option<String>,
     #[command(flatten)]
     pub jwt: JwtSettings,
 }
@@ -71,9 +74,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(args) => {
             let args = *args;
             let keys = keys::load(&args.jwt)?;
-            let issuer = keys.issuer.context(
-                "JWT_PUBLIC_KEY_FILE only verifies: set JWT_PRIVATE_KEY_FILE to mint RS256/ES256 tokens",
+            let mut issuer = keys.issuer.context(
+                "public keys only verify: set JWT_PRIVATE_KEY_FILE to mint RS256/ES256/EdDSA tokens",
             )?;
+            if args.kid.is_some() {
+                issuer = issuer.with_kid(args.kid.clone());
+            }
             let token = issuer.mint(&TokenSpec {
                 sub: args.sub,
                 tenant: args.tenant,
@@ -92,7 +98,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             settings.validate()?;
             let keys = keys::load(&settings.jwt)?;
             crate::http::AllowedOrigins::parse(&settings.cors_origin)?;
-            println!("configuration OK (JWT {:?})", keys.algorithm);
+            let mode = match &keys.mode {
+                keys::KeyMode::Secrets { count } => format!("{count} shared secret(s)"),
+                keys::KeyMode::PublicKeys { count } => format!("{count} public key(s) from PEM"),
+                keys::KeyMode::Jwks { url } => format!("JWKS from {url}"),
+            };
+            if let Some(jwks) = &keys.jwks {
+                let n = jwks
+                    .refresh_once()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("JWT_JWKS_URL: {e}"))?;
+                println!("JWKS: {n} usable key(s), kids: {:?}", jwks.kids());
+            }
+            println!("configuration OK (JWT {:?}, {mode})", keys.algorithm);
             println!("{settings:#?}");
             Ok(())
         }
@@ -101,14 +119,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(mut settings: Settings, dev: bool) -> anyhow::Result<()> {
     crate::telemetry::init(settings.log_format, &settings.log_level);
-    let generated =
-        dev && settings.jwt.jwt_secret.is_none() && settings.jwt.jwt_public_key_file.is_none();
+    let generated = dev
+        && settings.jwt.jwt_secret.is_none()
+        && settings.jwt.jwt_public_key_file.is_none()
+        && settings.jwt.jwt_jwks_url.is_none();
     if generated {
         settings.jwt.jwt_secret = Some(keys::ephemeral_secret());
     }
     let keys = keys::load(&settings.jwt)?;
     let issuer = keys.issuer;
     let app = Application::build(settings.clone(), keys.verifier).await?;
+    // After `build` (metrics installed); the node listens meanwhile, and reports not ready on
+    // `/readyz` until the first fetch succeeds.
+    if let Some(jwks) = &keys.jwks {
+        jwks.spawn_refresher();
+    }
     let addr = app.local_addr()?;
     // A stable line on stdout: scripts and tests read the bound port from it.
     println!("aegisx-realtime listening on {addr}");

@@ -170,3 +170,20 @@ pub fn room_left(key: &RoomKey) {
         }
     }
 }
+
+/// JWKS mode: the series exist from the start (no key yet: `aegisx_jwks_up` is 0).
+pub fn jwks_installed() {
+    for result in ["ok", "error"] {
+        counter!("aegisx_jwks_fetches_total", "result" => result).absolute(0);
+    }
+    gauge!("aegisx_jwks_up").set(0.0);
+    gauge!("aegisx_jwks_keys").set(0.0);
+}
+
+/// A JWKS fetch ended; `keys` is how many keys are in use after it (cached ones on failure).
+pub fn jwks_fetched(ok: bool, keys: usize) {
+    let result = if ok { "ok" } else { "error" };
+    counter!("aegisx_jwks_fetches_total", "result" => result).increment(1);
+    gauge!("aegisx_jwks_up").set(if ok { 1.0 } else { 0.0 });
+    gauge!("aegisx_jwks_keys").set(keys as f64);
+}

@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::domain::auth::{ClaimMap, ClaimPath};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -20,6 +22,8 @@ pub enum JwtAlgorithm {
     HS256,
     RS256,
     ES256,
+    #[value(name = "EdDSA")]
+    EdDSA,
 }
 
 impl From<JwtAlgorithm> for jsonwebtoken::Algorithm {
@@ -28,6 +32,7 @@ impl From<JwtAlgorithm> for jsonwebtoken::Algorithm {
             JwtAlgorithm::HS256 => Self::HS256,
             JwtAlgorithm::RS256 => Self::RS256,
             JwtAlgorithm::ES256 => Self::ES256,
+            JwtAlgorithm::EdDSA => Self::EdDSA,
         }
     }
 }
@@ -35,19 +40,59 @@ impl From<JwtAlgorithm> for jsonwebtoken::Algorithm {
 /// How tokens are verified (and, for `token` and `--dev`, minted).
 #[derive(Args, Clone)]
 pub struct JwtSettings {
-    /// HS256 shared secret (at least 32 bytes). Exactly one of this and JWT_PUBLIC_KEY_FILE.
+    /// HS256 shared secrets (each at least 32 bytes), comma list: the first mints, all verify.
+    /// Exactly one of this, JWT_PUBLIC_KEY_FILE and JWT_JWKS_URL.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<SecretString>,
-    /// PEM public key for RS256/ES256 verification.
+    /// PEM public key, or a bundle of several, for RS256/ES256/EdDSA verification.
     #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
     pub jwt_public_key_file: Option<PathBuf>,
-    /// PEM private key, only for minting RS256/ES256 tokens with `token`.
+    /// PEM private key, only for minting RS256/ES256/EdDSA tokens with `token`.
     #[arg(long, env = "JWT_PRIVATE_KEY_FILE")]
     pub jwt_private_key_file: Option<PathBuf>,
-    /// The pinned algorithm. Default: HS256 with a secret; with a key file, RS256 or ES256 as the
-    /// key's type says.
+    /// The pinned algorithm. Default: HS256 with a secret; with a key file, as the key's type
+    /// says; RS256 with a JWKS URL.
     #[arg(long, env = "JWT_ALGORITHM", value_enum)]
     pub jwt_algorithm: Option<JwtAlgorithm>,
+    /// Key ids (`kid`) of the JWT_SECRET entries or JWT_PUBLIC_KEY_FILE keys, comma list in the
+    /// same order; a token naming one is checked with that key only.
+    #[arg(long, env = "JWT_KEY_IDS", value_delimiter = ',')]
+    pub jwt_key_ids: Vec<String>,
+    /// The identity provider's JWKS document (https:// or http://): keys fetched at start,
+    /// cached, refreshed on schedule and on an unknown `kid`.
+    #[arg(long, env = "JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+    /// Shortest interval between two JWKS fetches (also bounds `Cache-Control: max-age` and the
+    /// fetch on an unknown `kid`), seconds.
+    #[arg(long, env = "JWT_JWKS_MIN_REFRESH_SECS", default_value_t = 30)]
+    pub jwt_jwks_min_refresh_secs: u64,
+    /// Longest interval between two JWKS fetches (used when no `max-age` is given), seconds.
+    #[arg(long, env = "JWT_JWKS_MAX_REFRESH_SECS", default_value_t = 600)]
+    pub jwt_jwks_max_refresh_secs: u64,
+    /// Deadline of one JWKS fetch, seconds.
+    #[arg(long, env = "JWT_JWKS_TIMEOUT_SECS", default_value_t = 5)]
+    pub jwt_jwks_timeout_secs: u64,
+    /// Claim holding the user id: a claim name, or a JSON pointer (`/a/b`) for a nested one.
+    #[arg(long, env = "JWT_CLAIM_USER_ID", default_value = "sub")]
+    pub jwt_claim_user_id: String,
+    /// Claim holding the tenant id (name or JSON pointer).
+    #[arg(long, env = "JWT_CLAIM_TENANT", default_value = "tenantId")]
+    pub jwt_claim_tenant: String,
+    /// Claim holding the display name (name or JSON pointer).
+    #[arg(long, env = "JWT_CLAIM_NAME", default_value = "name")]
+    pub jwt_claim_name: String,
+    /// Claim holding the email (name or JSON pointer).
+    #[arg(long, env = "JWT_CLAIM_EMAIL", default_value = "email")]
+    pub jwt_claim_email: String,
+    /// Claim holding the roles, an array or a space-separated string (name or JSON pointer).
+    #[arg(long, env = "JWT_CLAIM_ROLES", default_value = "roles")]
+    pub jwt_claim_roles: String,
+    /// Claim holding the permissions, an array or a space-separated string (name or pointer).
+    #[arg(long, env = "JWT_CLAIM_PERMISSIONS", default_value = "permissions")]
+    pub jwt_claim_permissions: String,
+    /// Claim holding the private rooms the user may join (name or JSON pointer).
+    #[arg(long, env = "JWT_CLAIM_ROOMS", default_value = "rooms")]
+    pub jwt_claim_rooms: String,
     /// Required `iss` claim, when set.
     #[arg(long, env = "JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
@@ -67,15 +112,49 @@ impl std::fmt::Debug for JwtSettings {
             .field("jwt_algorithm", &self.jwt_algorithm)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_key_ids", &self.jwt_key_ids)
+            .field(
+                "jwt_jwks_url",
+                &self.jwt_jwks_url.as_deref().map(crate::store::redact_url),
+            )
+            .field("jwt_jwks_min_refresh_secs", &self.jwt_jwks_min_refresh_secs)
+            .field("jwt_jwks_max_refresh_secs", &self.jwt_jwks_max_refresh_secs)
+            .field("jwt_jwks_timeout_secs", &self.jwt_jwks_timeout_secs)
+            .field("claims", &self.claim_map())
             .finish()
     }
 }
 
 impl JwtSettings {
-    pub fn secret_bytes(&self) -> Option<&[u8]> {
-        self.jwt_secret
-            .as_ref()
-            .map(|s| s.expose_secret().as_bytes())
+    /// The JWT_SECRET entries, in order (the first one mints).
+    pub fn secrets(&self) -> Option<Vec<&[u8]>> {
+        self.jwt_secret.as_ref().map(|s| {
+            s.expose_secret()
+                .split(',')
+                .map(|p| p.trim().as_bytes())
+                .collect()
+        })
+    }
+
+    /// Where the principal's fields are read from; an empty setting keeps its default.
+    pub fn claim_map(&self) -> ClaimMap {
+        let d = ClaimMap::default();
+        let p = |s: &str, d: ClaimPath| ClaimPath::parse(s.trim()).unwrap_or(d);
+        ClaimMap {
+            user_id: p(&self.jwt_claim_user_id, d.user_id),
+            tenant: p(&self.jwt_claim_tenant, d.tenant),
+            name: p(&self.jwt_claim_name, d.name),
+            email: p(&self.jwt_claim_email, d.email),
+            roles: p(&self.jwt_claim_roles, d.roles),
+            permissions: p(&self.jwt_claim_permissions, d.permissions),
+            rooms: p(&self.jwt_claim_rooms, d.rooms),
+        }
+    }
+
+    pub fn jwks_refresh_bounds(&self) -> (Duration, Duration) {
+        let min = Duration::from_secs(self.jwt_jwks_min_refresh_secs.max(1));
+        let max = Duration::from_secs(self.jwt_jwks_max_refresh_secs).max(min);
+        (min, max)
     }
 }
 
@@ -179,13 +258,19 @@ pub struct Settings {
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error(
-        "no JWT key configured: set JWT_SECRET (HS256) or JWT_PUBLIC_KEY_FILE (RS256/ES256), or run `serve --dev`"
+        "no JWT key configured: set JWT_SECRET (HS256), JWT_PUBLIC_KEY_FILE (RS256/ES256/EdDSA) or JWT_JWKS_URL, or run `serve --dev`"
     )]
     NoKey,
-    #[error("JWT_SECRET and JWT_PUBLIC_KEY_FILE are both set: configure exactly one")]
+    #[error(
+        "more than one of JWT_SECRET, JWT_PUBLIC_KEY_FILE and JWT_JWKS_URL is set: configure exactly one"
+    )]
     TwoKeys,
-    #[error("JWT_SECRET must be at least 32 bytes")]
+    #[error("JWT_SECRET must be at least 32 bytes (each entry of a comma list)")]
     ShortSecret,
+    #[error("JWT_KEY_IDS names {ids} keys but {keys} are configured")]
+    KeyIds { ids: usize, keys: usize },
+    #[error("JWT_JWKS_URL must be an http:// or https:// URL: {0}")]
+    JwksUrl(String),
     #[error("JWT_ALGORITHM={0:?} does not fit the configured key")]
     AlgorithmMismatch(JwtAlgorithm),
     #[error("cannot read {var} at {path}: {reason}")]

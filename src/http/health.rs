@@ -1,5 +1,5 @@
 //! `/healthz` (the process answers) and `/readyz` (it can do its job: the store answers and it
-//! is not shutting down).
+//! is not shutting down; with a JWKS, the provider's keys are held).
 
 use axum::Json;
 use axum::extract::State;
@@ -20,21 +20,31 @@ pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
         );
     }
     let db = tokio::time::timeout(std::time::Duration::from_secs(2), app.store.ping()).await;
-    match db {
-        Ok(Ok(())) => (
-            StatusCode::OK,
-            Json(json!({ "status": "ready", "database": "ok" })),
-        ),
+    let (mut ready, database) = match db {
+        Ok(Ok(())) => (true, "ok"),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: database failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "not_ready", "database": "error" })),
-            )
+            (false, "error")
         }
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "database": "timeout" })),
-        ),
+        Err(_) => (false, "timeout"),
+    };
+    let mut body = json!({ "database": database });
+    // With JWT_JWKS_URL: not ready until the provider's keys are held; a provider down later
+    // leaves the cached keys in use (`stale`), still ready.
+    if let Some(k) = app.verifier.key_status() {
+        ready &= k.ready;
+        body["jwks"] = json!({
+            "status": k.state,
+            "keys": k.keys,
+            "ageSecs": k.age_secs,
+            "error": k.error,
+        });
     }
+    body["status"] = if ready { "ready" } else { "not_ready" }.into();
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body))
 }

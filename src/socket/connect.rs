@@ -70,7 +70,11 @@ pub async fn authenticate(
     };
     let token = extract_token(s.req_parts(), auth.as_ref().ok())
         .ok_or_else(|| refuse(AuthError::NoToken.into()))?;
-    let principal = app.verifier.verify(&token).map_err(|e| refuse(e.into()))?;
+    let principal = app
+        .verifier
+        .verify(&token)
+        .await
+        .map_err(|e| refuse(e.into()))?;
     let conn = ConnectionInfo {
         socket_id: s.id.to_string(),
         user: principal.user_id.clone(),

@@ -53,7 +53,7 @@ async fn do_refresh(
             ));
         }
     };
-    let new = app.verifier.verify(&token).map_err(|e| match e {
+    let new = app.verifier.verify(&token).await.map_err(|e| match e {
         AuthError::Expired => DomainError::InvalidToken("Token expired".into()),
         _ => DomainError::InvalidToken("Invalid token".into()),
     })?;
@@ -63,17 +63,27 @@ async fn do_refresh(
             "Token is for another user or tenant".into(),
         ));
     }
-    let exp = new.exp;
-    session.replace_principal(new);
-    // The new `rooms` claim replaces the old: leave private rooms the user may no longer join.
-    let p = session.principal();
+    // Every check before anything changes: a refresh that fails (the store is down) leaves
+    // the old principal, its rooms and its expiry in place.
+    // The new `rooms` claim replaces the old: private rooms the user may no longer join.
+    let mut lost = Vec::new();
     for key in session.joined_rooms() {
         if key.room.is_private()
-            && !p.rooms.iter().any(|r| r == key.room.as_str())
-            && !app.store.has_grant(&key, &p.user_id).await?
+            && !new.rooms.iter().any(|r| r == key.room.as_str())
+            && !app.store.has_grant(&key, &new.user_id).await?
         {
-            leave_room(s, session, &key);
+            lost.push(key);
         }
+    }
+    let exp = new.exp;
+    let shortened = exp.unwrap_or(i64::MAX) < session.exp();
+    session.replace_principal(new);
+    for key in lost {
+        leave_room(s, session, &key);
+    }
+    if shortened {
+        // The cut armed for the old, later `exp` would come too late: re-arm it.
+        app.deadlines.watch(s.id).await;
     }
     Ok(exp)
 }

@@ -42,7 +42,8 @@ struct KeySet {
 #[derive(Default)]
 struct FetchState {
     in_flight: bool,
-    last_attempt: Option<Instant>,
+    /// The last fetch made for an unknown `kid`.
+    last_kid_fetch: Option<Instant>,
     last_success: Option<SystemTime>,
     last_error: Option<String>,
     failures: u32,
@@ -56,6 +57,12 @@ pub struct Jwks {
     state: Mutex<FetchState>,
     /// Bumped after each fetch attempt; waiters for an in-flight fetch watch it.
     attempts: watch::Sender<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Schedule,
+    UnknownKid,
 }
 
 /// Why a fetch failed (kept for `/readyz` and the log).
@@ -114,7 +121,7 @@ impl Jwks {
 
     /// Fetches now (used by `check-config`): Ok with the number of usable keys.
     pub async fn refresh_once(&self) -> Result<usize, String> {
-        self.refresh(false).await;
+        self.refresh(Trigger::Schedule).await;
         let st = self.state();
         match &st.last_error {
             Some(e) => Err(e.clone()),
@@ -129,29 +136,31 @@ impl Jwks {
         let this = self.clone();
         tokio::spawn(async move {
             loop {
-                let next = this.refresh(false).await;
+                let next = this.refresh(Trigger::Schedule).await;
                 tokio::time::sleep(next).await;
             }
         })
     }
 
-    /// One fetch, shared with any other caller meanwhile. With `rate_limited`, nothing is
-    /// fetched when the last attempt is younger than `min_refresh`. Returns when to fetch next.
-    async fn refresh(&self, rate_limited: bool) -> Duration {
+    /// One fetch, shared with any other caller meanwhile. For an unknown `kid`, nothing is
+    /// fetched when the last such fetch is younger than `min_refresh`: with the schedule, the
+    /// provider sees at most two fetches per `min_refresh`. Returns when to fetch next.
+    async fn refresh(&self, trigger: Trigger) -> Duration {
         let mut seen = self.attempts.subscribe();
         let claimed = {
             let mut st = self.state();
+            let recent = st
+                .last_kid_fetch
+                .is_some_and(|t| t.elapsed() < self.config.min_refresh);
             if st.in_flight {
                 false
-            } else if rate_limited
-                && st
-                    .last_attempt
-                    .is_some_and(|t| t.elapsed() < self.config.min_refresh)
-            {
+            } else if trigger == Trigger::UnknownKid && recent {
                 return self.config.min_refresh;
             } else {
                 st.in_flight = true;
-                st.last_attempt = Some(Instant::now());
+                if trigger == Trigger::UnknownKid {
+                    st.last_kid_fetch = Some(Instant::now());
+                }
                 true
             }
         };
@@ -317,7 +326,7 @@ impl KeySource for Jwks {
             return Vec::new();
         }
         // A key the provider may have published since: look once (rate-limited).
-        self.refresh(true).await;
+        self.refresh(Trigger::UnknownKid).await;
         self.current()
             .by_kid
             .get(kid)

@@ -2,6 +2,9 @@
 
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import { promisify } from 'node:util';
 
 import {
   RFC3339_UTC,
@@ -11,6 +14,7 @@ import {
   disconnected,
   expectFailure,
   joinRoom,
+  SECRET,
   nowSecs,
   signToken,
   startServer,
@@ -26,6 +30,22 @@ after(() => server.stop());
 
 /** exp such that the live cut (exp + 30 s leeway) comes in 1-2 seconds. */
 const soonExp = () => nowSecs() - 28;
+
+/**
+ * An HS256 token over a payload given as JSON text, for numbers JavaScript cannot write
+ * (`1767225600.0`, integers near 2^63).
+ */
+function rawToken(payloadJson) {
+  const input = `${Buffer.from('{"alg":"HS256","typ":"JWT"}').toString('base64url')}.${Buffer.from(payloadJson).toString('base64url')}`;
+  return `${input}.${createHmac('sha256', SECRET).update(input).digest('base64url')}`;
+}
+
+/** Runs SQL on the server's SQLite database from outside the gateway. */
+async function sqlite(server, sql) {
+  const file = server.env.DATABASE_URL.replace(/^sqlite:\/\//, '');
+  const py = `import sqlite3,sys\nc=sqlite3.connect(sys.argv[1],timeout=5)\nc.executescript(sys.argv[2])\nc.close()`;
+  await promisify(execFile)('python3', ['-c', py, file, sql], { timeout: 10000 });
+}
 
 describe('refresh_token', () => {
   test('a valid refresh answers token_refreshed { exp } and an ok ack', async () => {
@@ -210,5 +230,74 @@ describe('expiry while connected', () => {
     ]);
     assert.equal(attempted, false);
     assert.equal(socket.active, false);
+  });
+});
+
+describe('token edges', () => {
+  test('a float exp (1767225600.0 style) still cuts the socket at expiry', { timeout: 20000 }, async () => {
+    // Arrange
+    const socket = await server.connect(rawToken(`{"sub":"${uid('float')}","exp":${soonExp()}.0}`));
+    // Act + Assert
+    assertErrorEvent(await socket.inbox.next('error', (e) => e.code === 'TOKEN_EXPIRED', 10000), 'TOKEN_EXPIRED', 'Token expired');
+    assert.equal(await disconnected(socket), 'io server disconnect');
+  });
+
+  test('a refresh that shortens exp re-arms the cut at the new exp', { timeout: 20000 }, async () => {
+    // Arrange
+    const sub = uid('u');
+    const socket = await server.connect(server.token({ sub, exp: nowSecs() + 3600 }));
+    // Act
+    const res = await ack(socket, 'refresh_token', { token: server.token({ sub, exp: soonExp() }) });
+    assert.equal(res.ok, true);
+    // Assert
+    await socket.inbox.next('error', (e) => e.code === 'TOKEN_EXPIRED', 10000);
+    assert.equal(await disconnected(socket), 'io server disconnect');
+  });
+
+  test('an exp near i64::MAX is accepted and the deadline task keeps cutting other sockets', { timeout: 20000 }, async () => {
+    // Arrange: exp values at the top of the i64 range and beyond it
+    const huge = [];
+    for (const exp of ['9223372036854775000', '9223372036854775800', '9223372036854775807', '18446744073709551000', '1.8e19']) {
+      huge.push(await server.connect(rawToken(`{"sub":"${uid('huge')}","exp":${exp}}`)));
+    }
+    // Act: a socket whose token is cut in 1-2 s, watched by the same deadline task
+    const soon = await server.connect(server.token({ exp: soonExp() }));
+    // Assert
+    await soon.inbox.next('error', (e) => e.code === 'TOKEN_EXPIRED', 10000);
+    assert.equal(await disconnected(soon), 'io server disconnect');
+    for (const s of huge) await joinRoom(s, uid('room'));
+  });
+});
+
+describe('a refresh that fails a check', () => {
+  let own;
+  before(async () => {
+    own = await startServer();
+  });
+  after(() => own.stop());
+
+  test('leaves the old principal, rooms and exp in place when the store fails', { timeout: 20000 }, async () => {
+    // Arrange: in a private room by the token's claim, and in an open room
+    const sub = uid('u');
+    const priv = `private:${uid('p')}`;
+    const open = uid('room');
+    const socket = await own.connect(own.token({ sub, name: 'Old', rooms: [priv], exp: nowSecs() + 3600 }));
+    await joinRoom(socket, priv);
+    await joinRoom(socket, open);
+    // The grants table goes away: checking whether the new token may keep the room fails
+    await sqlite(own, 'ALTER TABLE room_grants RENAME TO room_grants_gone;');
+    // Act: a new token without the room, another name and an exp about to pass
+    await expectFailure(socket, 'refresh_token', { token: own.token({ sub, name: 'New', exp: soonExp() }) }, 'UNAVAILABLE');
+    // Assert: the old name is used, the private room kept
+    await chat(socket, open, 'after the failed refresh');
+    assert.equal((await socket.inbox.next('chat_message')).userName, 'Old');
+    await chat(socket, priv, 'still in the private room');
+    assert.deepEqual(socket.inbox.all('left_room'), []);
+    // and the old exp: a control socket cut after the refused token's exp would have passed
+    const control = await own.connect(own.token({ exp: soonExp() + 1 }));
+    await control.inbox.next('error', (e) => e.code === 'TOKEN_EXPIRED', 10000);
+    await joinRoom(socket, uid('room'));
+    assert.deepEqual(socket.inbox.all('error', (e) => e.code === 'TOKEN_EXPIRED'), []);
+    await sqlite(own, 'ALTER TABLE room_grants_gone RENAME TO room_grants;');
   });
 });

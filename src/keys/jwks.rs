@@ -133,11 +133,15 @@ impl Jwks {
     /// after a failure.
     pub fn spawn_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         crate::metrics::jwks_installed();
+        // Claimed before the task runs, so a token arriving first waits for this fetch rather
+        // than making one of its own.
+        self.state().in_flight = true;
         let this = self.clone();
         tokio::spawn(async move {
+            let mut next = this.fetch_claimed().await;
             loop {
-                let next = this.refresh(Trigger::Schedule).await;
                 tokio::time::sleep(next).await;
+                next = this.refresh(Trigger::Schedule).await;
             }
         })
     }
@@ -169,6 +173,11 @@ impl Jwks {
             let _ = tokio::time::timeout(self.config.timeout * 2, seen.changed()).await;
             return self.config.min_refresh;
         }
+        self.fetch_claimed().await
+    }
+
+    /// Fetches (the caller set `in_flight`), stores the outcome, wakes the waiters.
+    async fn fetch_claimed(&self) -> Duration {
         let result = self.fetch().await;
         let next = {
             let mut st = self.state();

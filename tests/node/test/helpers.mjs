@@ -3,8 +3,9 @@
 // promises (every wait has a timeout that fails the test; nothing sleeps for a fixed time).
 
 import { spawn } from 'node:child_process';
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -39,11 +40,65 @@ export function nowSecs() {
   return Math.floor(Date.now() / 1000);
 }
 
-/** Signs claims with HS256 (by default with the server's secret); `exp` defaults to +1 h. */
-export function signToken(claims = {}, { secret = SECRET, algorithm = 'HS256' } = {}) {
+/**
+ * How the servers of this process verify tokens: `secret` (HS256 with SECRET, the default),
+ * `pem` (RS256 with JWT_PUBLIC_KEY_FILE) or `jwks` (RS256 from a JWKS served here). Set
+ * AEGISX_KEY_MODE before importing a suite to run it in another mode (see auth-jwks.test.mjs).
+ */
+export const KEY_MODE = process.env.AEGISX_KEY_MODE ?? 'secret';
+
+let modeKey;
+function modeKeyPair() {
+  if (!modeKey) {
+    const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const kid = randomUUID();
+    modeKey = {
+      kid,
+      privatePem: privateKey.export({ type: 'pkcs8', format: 'pem' }),
+      publicPem: publicKey.export({ type: 'spki', format: 'pem' }),
+      jwk: { ...publicKey.export({ format: 'jwk' }), kid, alg: 'RS256', use: 'sig' },
+    };
+  }
+  return modeKey;
+}
+
+let modeProvider;
+/** The JWKS endpoint of the `jwks` mode (one per test process, never keeping it alive). */
+async function modeJwksUrl() {
+  if (!modeProvider) {
+    const body = JSON.stringify({ keys: [modeKeyPair().jwk] });
+    const server = http.createServer((_, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(body);
+    });
+    modeProvider = new Promise((r) => server.listen(0, '127.0.0.1', () => r(`http://127.0.0.1:${server.address().port}/jwks`)));
+    server.unref();
+  }
+  return modeProvider;
+}
+
+/** The key settings of KEY_MODE, unless the test configures its own key. */
+async function modeEnv(env) {
+  const own = ['JWT_SECRET', 'JWT_PUBLIC_KEY_FILE', 'JWT_JWKS_URL'].some((k) => k in env);
+  if (KEY_MODE === 'secret' || own) return {};
+  if (KEY_MODE === 'jwks') return { JWT_SECRET: undefined, JWT_JWKS_URL: await modeJwksUrl() };
+  const file = join(await mkdtemp(join(tmpdir(), 'aegisx-pem-')), 'key.pem');
+  await writeFile(file, modeKeyPair().publicPem);
+  return { JWT_SECRET: undefined, JWT_PUBLIC_KEY_FILE: file };
+}
+
+/**
+ * Signs claims for this process's servers (`exp` defaults to +1 h): HS256 with the server's
+ * secret, or RS256 in the `pem`/`jwks` modes; with `secret` or `algorithm` given, HS* as asked.
+ */
+export function signToken(claims = {}, { secret, algorithm } = {}) {
   const payload = { exp: nowSecs() + 3600, ...claims };
   for (const k of Object.keys(payload)) if (payload[k] === undefined) delete payload[k];
-  return jwt.sign(payload, secret, { algorithm, noTimestamp: true });
+  if (KEY_MODE !== 'secret' && secret === undefined && algorithm === undefined) {
+    const k = modeKeyPair();
+    return jwt.sign(payload, k.privatePem, { algorithm: 'RS256', noTimestamp: true, keyid: k.kid });
+  }
+  return jwt.sign(payload, secret ?? SECRET, { algorithm: algorithm ?? 'HS256', noTimestamp: true });
 }
 
 /** A token with `alg: none` and no signature. */
@@ -283,6 +338,7 @@ export async function startServer(env = {}) {
     LOG_LEVEL: 'warn',
     // Generous by default so only the rate-limit tests meet the limit.
     RATE_LIMIT_PER_MINUTE: '100000',
+    ...(await modeEnv(env)),
     ...env,
   };
   for (const k of Object.keys(fullEnv)) if (fullEnv[k] === undefined) delete fullEnv[k];

@@ -31,9 +31,14 @@ pub fn deserialize_packet(data: Str) -> Result<(Packet, Option<usize>), ParseErr
     } else {
         Str::from("/")
     };
-    let ack = read_ack(&mut reader);
+    let ack = read_ack(&mut reader)?;
 
     let data = data.slice(reader.position() as usize..);
+    // AegisX patch: every packet type's payload has its required shape, as socket.io-parser's
+    // `isPayloadValid` demands; a packet that lacks it is a protocol error.
+    if !payload_shape_ok(index, &data) {
+        return Err(ParseError::InvalidData);
+    }
     fn str(data: Str) -> Value {
         Value::Str(data, None)
     }
@@ -86,17 +91,37 @@ fn read_nsp(reader: &mut Cursor<&str>, data: &Str) -> Str {
     }
 }
 
-fn read_ack(reader: &mut Cursor<&str>) -> Option<i64> {
+/// AegisX patch: the ack id, when digits are present, must be a whole id that fits the `i64`
+/// the packet carries, directly followed by the JSON payload. Upstream turned an id that did not
+/// fit, or digits followed by anything else, into "no ack id" and went on with the rest.
+fn read_ack(reader: &mut Cursor<&str>) -> Result<Option<i64>, ParseError> {
     let start_index = reader.position() as usize;
     let data = *reader.get_ref();
-    loop {
-        match reader.has_remaining().then(|| reader.chunk()[0]) {
-            Some(c) if c.is_ascii_digit() => reader.advance(1),
-            Some(b'[' | b'{') if reader.position() as usize > start_index => {
-                break data[start_index..reader.position() as usize].parse().ok();
-            }
-            _ => break None,
-        }
+    while reader.has_remaining() && reader.chunk()[0].is_ascii_digit() {
+        reader.advance(1);
+    }
+    let end_index = reader.position() as usize;
+    if end_index == start_index {
+        return Ok(None);
+    }
+    match reader.has_remaining().then(|| reader.chunk()[0]) {
+        Some(b'[' | b'{') => data[start_index..end_index]
+            .parse()
+            .map(Some)
+            .map_err(|_| ParseError::InvalidAckId),
+        _ => Err(ParseError::InvalidAckId),
+    }
+}
+
+/// AegisX patch: CONNECT carries nothing or an object, DISCONNECT nothing, EVENT and ACK
+/// (binary or not) a JSON array. Only the first byte is checked here; the rest is parsed when
+/// the payload is read.
+fn payload_shape_ok(index: u8, data: &str) -> bool {
+    match index {
+        b'0' => data.is_empty() || data.starts_with('{'),
+        b'1' => data.is_empty(),
+        b'2' | b'3' | b'5' | b'6' => data.starts_with('['),
+        _ => false,
     }
 }
 
@@ -138,6 +163,43 @@ mod tests {
         assert!(matches!(err, Err(ParseError::InvalidPacketType)));
         let err = deserialize_packet("8".into());
         assert!(matches!(err, Err(ParseError::InvalidPacketType)));
+    }
+
+    /// AegisX patch: ack ids outside `i64`, stray digits and missing payloads are refused.
+    #[test]
+    fn malformed_ack_ids_and_payloads_are_refused() {
+        for packet in [
+            "2/ws,99999999999999999999[\"e\"]",
+            "2/ws,18446744073709551616[\"e\"]",
+            "3/ws,9223372036854775808[]",
+            "2/ws,12",
+            "51-1-",
+            "51-/ws,",
+            "51-/ws,1",
+            "61-/ws,",
+            "61-/ws,[]",
+            "3/ws,[]",
+            "2/ws,",
+            "2/ws,{}",
+            "1/ws,x",
+            "0/ws,[]",
+        ] {
+            assert!(deserialize_packet(packet.into()).is_err(), "{packet} was accepted");
+        }
+        for packet in [
+            "2/ws,9223372036854775807[\"e\"]",
+            "2/ws,[\"e\"]",
+            "3/ws,1[]",
+            "61-/ws,1[{\"_placeholder\":true,\"num\":0}]",
+            "51-/ws,[\"e\",{\"_placeholder\":true,\"num\":0}]",
+            "0/ws,",
+            "0/ws,{\"token\":\"t\"}",
+            "0/ws",
+            "1/ws,",
+            "1/ws",
+        ] {
+            assert!(deserialize_packet(packet.into()).is_ok(), "{packet} was refused");
+        }
     }
 
     #[test]

@@ -76,6 +76,14 @@ impl<A: Adapter> Client<A> {
         };
 
         if let Some(ns) = self.get_ns(ns_path) {
+            // AegisX patch: a second CONNECT to a namespace this transport already joined is a
+            // protocol error. Upstream connected it again: a second handler run, a second ack.
+            if ns.get_socket(esocket.id).is_ok() {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(sid = ?esocket.id, "second connect to {ns_path}, closing");
+                esocket.close(EIoDisconnectReason::PacketParsingError);
+                return;
+            }
             tokio::spawn(connect(ns, esocket.clone()));
         } else if let Ok(Match { value: ns_ctr, .. }) = self.router.read().unwrap().at(ns_path) {
             let path = Str::copy_from_slice(ns_path);
@@ -139,6 +147,35 @@ impl<A: Adapter> Client<A> {
                 socket.close(EIoDisconnectReason::TransportClose);
             }),
         );
+    }
+
+    /// AegisX patch: a binary packet whose attachments have not all arrived within
+    /// [`ParserConfig::packet_completion_timeout`](crate::ParserConfig) is dropped and its
+    /// connection closed. Upstream only checked the deadline when a further attachment came, so a
+    /// client that never sent one kept the partial packet (and its transport) forever.
+    fn spawn_attachment_timeout(&self, socket: &Arc<EIoSocket<SocketData<A>>>) {
+        let timeout = self.config.parse_config.packet_completion_timeout;
+        let socket = Arc::downgrade(socket);
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let Some(socket) = socket.upgrade() else {
+                return;
+            };
+            // A packet completed in time has left the state; a newer one has its own timer.
+            let stale = socket
+                .data
+                .parser_state
+                .partial_bin_packet
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|p| p.initial_packet_recv.elapsed() >= timeout);
+            if stale {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(sid = ?socket.id, "binary attachments did not arrive in time");
+                socket.close(EIoDisconnectReason::PacketParsingError);
+            }
+        });
     }
 
     /// Adds a new namespace handler
@@ -292,7 +329,10 @@ impl<A: Adapter> EngineIoHandler for Client<A> {
             msg,
         ) {
             Ok(packet) => packet,
-            Err(ParseError::NeedsMoreBinaryData) => return,
+            Err(ParseError::NeedsMoreBinaryData) => {
+                self.spawn_attachment_timeout(&socket);
+                return;
+            }
             Err(_e) => {
                 #[cfg(feature = "tracing")]
                 tracing::debug!("socket deserialization error: {}", _e);

@@ -3,19 +3,26 @@ use std::{fmt, str::FromStr};
 use base64::Engine;
 use rand::RngExt;
 
-/// A session id made of 96 random bits, represented as a 16 char url-safe base64 string
+// AegisX patch: 144 random bits (24 base64 characters) instead of 96 (16). A session id is the
+// only credential of a polling session, and 96 bits is below the 120 an unguessable id needs.
+/// Random bytes in a session id.
+const RANDOM_BYTES: usize = 18;
+/// Characters of a session id: url-safe base64 of [`RANDOM_BYTES`], without padding.
+const LEN: usize = RANDOM_BYTES / 3 * 4;
+
+/// A session id made of 144 random bits, represented as a 24 char url-safe base64 string
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Sid([u8; 16]);
+pub struct Sid([u8; LEN]);
 
 impl Sid {
     /// A zeroed session id
-    pub const ZERO: Self = Self([0u8; 16]);
-    /// Generate a new random session id (base64 16 chars)
+    pub const ZERO: Self = Self([0u8; LEN]);
+    /// Generate a new random session id (base64 24 chars)
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Get the session id as a base64 16 chars string
+    /// Get the session id as a base64 24 chars string
     pub const fn as_str(&self) -> &str {
         // SAFETY: SID is always a base64 chars string
         unsafe { std::str::from_utf8_unchecked(&self.0) }
@@ -46,15 +53,15 @@ impl FromStr for Sid {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         use SidDecodeError::*;
 
-        let mut id = [0u8; 16];
+        let mut id = [0u8; LEN];
 
         // Verify the length of the string
-        if s.len() != 16 {
+        if s.len() != LEN {
             return Err(InvalidLength);
         }
 
         // Verify that the string is a valid base64 url safe string without padding
-        for (idx, byte) in s.as_bytes()[0..16].iter().enumerate() {
+        for (idx, byte) in s.as_bytes()[0..LEN].iter().enumerate() {
             if byte.is_ascii_alphanumeric() || byte == &b'_' || byte == &b'-' {
                 id[idx] = *byte;
             } else {
@@ -67,8 +74,8 @@ impl FromStr for Sid {
 
 impl Default for Sid {
     fn default() -> Self {
-        let mut random = [0u8; 12]; // 12 bytes = 16 chars base64
-        let mut id = [0u8; 16];
+        let mut random = [0u8; RANDOM_BYTES];
+        let mut id = [0u8; LEN];
 
         rand::rng().fill(&mut random);
 
@@ -118,14 +125,14 @@ impl fmt::Debug for Sid {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn sid_is_96_bits_encoded_as_16_chars() {
+    fn sid_is_144_bits_encoded_as_24_chars() {
         use base64::Engine;
         let sid = super::Sid::new();
-        assert_eq!(sid.as_str().len(), 16);
+        assert_eq!(sid.as_str().len(), 24);
         let decoded = base64::prelude::BASE64_URL_SAFE_NO_PAD
             .decode(sid.as_str())
             .unwrap();
-        assert_eq!(decoded.len() * 8, 96);
+        assert_eq!(decoded.len() * 8, 144);
     }
 
     use std::str::FromStr;
@@ -137,17 +144,17 @@ mod tests {
         let id = Sid::new();
         let id2 = Sid::from_str(&id.to_string()).unwrap();
         assert_eq!(id, id2);
-        let id = Sid::from_str("AA9AAA0AAzAAAAHs").unwrap();
-        assert_eq!(id.to_string(), "AA9AAA0AAzAAAAHs");
+        let id = Sid::from_str("AA9AAA0AAzAAAAHsAAAAAAAA").unwrap();
+        assert_eq!(id.to_string(), "AA9AAA0AAzAAAAHsAAAAAAAA");
     }
 
     #[test]
     fn test_sid_from_str_invalid() {
         let id = Sid::from_str("*$^ùù!").unwrap_err();
         assert_eq!(id.to_string(), "Invalid sid length");
-        let id = Sid::from_str("aoassaAZDoin#zd{").unwrap_err();
+        let id = Sid::from_str("aoassaAZDoin#zd{aoassaAZ").unwrap_err();
         assert_eq!(id.to_string(), "Invalid url base64 string");
-        let id = Sid::from_str("aoassaAZDoinazd<").unwrap_err();
+        let id = Sid::from_str("aoassaAZDoinazd<aoassaAZ").unwrap_err();
         assert_eq!(id.to_string(), "Invalid url base64 string");
     }
 }

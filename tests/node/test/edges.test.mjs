@@ -316,8 +316,12 @@ describe('Socket.IO packet strictness: each bad packet closes only its own conne
     peer.ws.close();
   }
 
-  for (const id of ['18446744073709551616', '99999999999999999999999999', '9223372036854775808']) {
-    test(`an ack id outside the 64-bit range (${id}) over websocket`, async () => {
+  for (const [what, id] of [
+    ['2^64', '18446744073709551616'],
+    ['26 digits', '99999999999999999999999999'],
+    ['2^63, past the signed 64-bit id the server carries', '9223372036854775808'],
+  ]) {
+    test(`an ack id outside the 64-bit range (${what}) over websocket`, async () => {
       await closesOnlyItself([`42/ws,${id}["join_room",{"roomId":"r"}]`]);
     });
   }

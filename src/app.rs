@@ -158,13 +158,11 @@ impl Application {
             settings,
         } = self;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let header_timeout = Duration::from_secs(settings.handshake_timeout_secs);
-        let server = tokio::spawn(crate::server::serve(
-            listener,
-            router,
-            header_timeout,
-            stop_rx,
-        ));
+        let limits = crate::server::HttpLimits {
+            header_timeout: Duration::from_secs(settings.handshake_timeout_secs),
+            max_header_bytes: settings.max_header_bytes,
+        };
+        let server = tokio::spawn(crate::server::serve(listener, router, limits, stop_rx));
         shutdown.await;
         tracing::info!("shutting down");
         state.shutting_down.store(true, Ordering::Release);

@@ -1,6 +1,9 @@
 //! The HTTP server loop. `axum::serve` has no header-read timeout, so connections are served
 //! with hyper directly: a client that opens a connection and sends nothing is dropped after
-//! `HANDSHAKE_TIMEOUT_SECS`; on stop, the listener closes and open requests finish.
+//! `HANDSHAKE_TIMEOUT_SECS`; on stop, the listener closes and open requests finish. A request
+//! head over `MAX_HEADER_BYTES` gets 431, and connections the server closes linger (`linger`).
+
+mod linger;
 
 use std::time::Duration;
 
@@ -11,17 +14,26 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
+/// Deadlines and sizes the connection loop enforces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub header_timeout: Duration,
+    /// The read buffer bound, hence the largest request head (hyper answers 431 beyond it).
+    pub max_header_bytes: usize,
+}
+
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
-    header_timeout: Duration,
+    limits: HttpLimits,
     mut stop: watch::Receiver<bool>,
 ) {
     // Tracks open HTTP connections so shutdown can wait for their requests to finish.
     let tracker = TaskTracker::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -37,7 +49,7 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let svc = TowerToHyperService::new(router.clone());
                 let conn = http
-                    .serve_connection(TokioIo::new(stream), svc)
+                    .serve_connection(TokioIo::new(linger::LingeringStream::new(stream)), svc)
                     .with_upgrades();
                 let mut stop = stop.clone();
                 let tracked = tracker.clone();

@@ -224,6 +224,17 @@ pub struct Settings {
     /// Seconds a client has to send complete HTTP request headers.
     #[arg(long, env = "HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
     pub handshake_timeout_secs: u64,
+    /// Seconds a client has to send a whole request body (polling POST, API); a slower body is
+    /// cut with 408 and its connection closed.
+    #[arg(long, env = "BODY_READ_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_read_timeout_secs: u64,
+    /// Largest request head (request line and headers) in bytes; a larger one gets 431.
+    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 65_536)]
+    pub max_header_bytes: usize,
+    /// Seconds the binary attachments of a Socket.IO packet have to arrive; later, the packet is
+    /// dropped and its connection closed.
+    #[arg(long, env = "ATTACHMENT_TIMEOUT_SECS", default_value_t = 10)]
+    pub attachment_timeout_secs: u64,
     /// Engine.IO ping interval, milliseconds.
     #[arg(long, env = "PING_INTERVAL_MS", default_value_t = 25_000)]
     pub ping_interval_ms: u64,
@@ -341,6 +352,33 @@ impl Settings {
                 return Err(SettingsError::Range { var, rule });
             }
         }
+        self.validate_edge_limits()
+    }
+
+    /// The HTTP and packet deadlines and sizes (hyper refuses a head buffer under 8 KiB).
+    fn validate_edge_limits(&self) -> Result<(), SettingsError> {
+        let checks: [(&'static str, bool, &'static str); 3] = [
+            (
+                "BODY_READ_TIMEOUT_SECS",
+                self.body_read_timeout_secs >= 1,
+                "at least 1",
+            ),
+            (
+                "MAX_HEADER_BYTES",
+                self.max_header_bytes >= 8192,
+                "at least 8192",
+            ),
+            (
+                "ATTACHMENT_TIMEOUT_SECS",
+                self.attachment_timeout_secs >= 1,
+                "at least 1",
+            ),
+        ];
+        for (var, ok, rule) in checks {
+            if !ok {
+                return Err(SettingsError::Range { var, rule });
+            }
+        }
         Ok(())
     }
 
@@ -379,6 +417,9 @@ impl std::fmt::Debug for Settings {
             .field("inactive_timeout_secs", &self.inactive_timeout_secs)
             .field("connect_timeout_secs", &self.connect_timeout_secs)
             .field("handshake_timeout_secs", &self.handshake_timeout_secs)
+            .field("body_read_timeout_secs", &self.body_read_timeout_secs)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("attachment_timeout_secs", &self.attachment_timeout_secs)
             .field("ping_interval_ms", &self.ping_interval_ms)
             .field("ping_timeout_ms", &self.ping_timeout_ms)
             .field("socket_buffer_packets", &self.socket_buffer_packets)

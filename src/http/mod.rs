@@ -2,10 +2,12 @@
 //! Socket.IO layer.
 
 mod api;
+mod body_deadline;
 mod compact;
 mod health;
 mod metrics;
 mod origin;
+mod upgrade;
 
 use axum::Router;
 use axum::routing::get;
@@ -55,6 +57,7 @@ pub fn router(settings: &Settings, state: AppState, sio: SocketIoLayer) -> anyho
     }
     Ok(app
         .layer(sio)
+        .layer(axum::middleware::from_fn(upgrade::guard))
         .layer(axum::middleware::from_fn(compact::compact_head))
         .layer(axum::middleware::from_fn_with_state(origins, origin::guard))
         .layer(cors)
@@ -63,7 +66,11 @@ pub fn router(settings: &Settings, state: AppState, sio: SocketIoLayer) -> anyho
             TraceLayer::new_for_http().make_span_with(|req: &axum::extract::Request| {
                 tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
             }),
-        ))
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            std::time::Duration::from_secs(settings.body_read_timeout_secs),
+            body_deadline::cut_slow_bodies,
+        )))
 }
 
 #[cfg(test)]

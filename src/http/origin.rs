@@ -1,6 +1,7 @@
 //! The websocket `Origin` check (cross-site WebSocket hijacking): CORS does not apply to
 //! websocket upgrades, so a browser page from any site could otherwise open one with the
-//! user's cookies. An upgrade whose `Origin` is present and not allowed is refused with 403.
+//! user's cookies. An upgrade whose `Origin` is present and not allowed is refused with 403, and
+//! so is any request with more than one `Origin`.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -52,6 +53,18 @@ fn same_origin(origin: &str, host: Option<&str>) -> bool {
 }
 
 pub async fn guard(State(origins): State<AllowedOrigins>, req: Request, next: Next) -> Response {
+    // Two `Origin` headers: which one the CORS layer, a proxy or this check would read is
+    // anyone's guess, so nothing is granted on either.
+    if req
+        .headers()
+        .get_all(header::ORIGIN)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        tracing::info!("request with several Origin headers refused");
+        return (StatusCode::FORBIDDEN, Body::from("Several Origin headers")).into_response();
+    }
     let is_upgrade = req
         .headers()
         .get(header::UPGRADE)

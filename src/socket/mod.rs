@@ -31,7 +31,7 @@ pub fn build(settings: &Settings, state: AppState) -> (SocketIoLayer, SocketIo) 
     let parser = ParserConfig::common()
         .max_incoming_binaries(settings.max_binary_attachments)
         .max_incoming_binary_buf_size(settings.max_payload_bytes)
-        .packet_completion_timeout(Duration::from_secs(settings.connect_timeout_secs));
+        .packet_completion_timeout(Duration::from_secs(settings.attachment_timeout_secs));
     let (layer, io) = SocketIo::builder()
         .with_parser(parser)
         .transports([TransportType::Polling, TransportType::Websocket])

@@ -22,6 +22,8 @@ pub enum ApiError {
     NoRoute,
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
 }
 
 impl ApiError {
@@ -30,6 +32,7 @@ impl ApiError {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             Self::NoRoute => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "INVALID_PAYLOAD"),
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             Self::Domain(e) => {
                 let status = match e {
                     DomainError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -64,7 +67,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         Json::<T>::from_request(req, state)
             .await
             .map(|Json(v)| Self(v))
-            .map_err(|e: JsonRejection| ApiError::BadRequest(e.body_text()))
+            .map_err(|e: JsonRejection| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(e.body_text()),
+                _ => ApiError::BadRequest(e.body_text()),
+            })
     }
 }
 

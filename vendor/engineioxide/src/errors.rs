@@ -25,6 +25,9 @@ pub enum Error {
     MultipleHttpPolling,
     #[error("invalid websocket Sec-WebSocket-Key http header")]
     InvalidWebSocketKey,
+    /// AegisX patch: the request body could not be read to its end.
+    #[error("request body could not be read")]
+    BodyRead,
 
     #[error("unknown session id")]
     UnknownSessionID(Sid),
@@ -52,7 +55,8 @@ impl<B> From<Error> for Response<ResponseBody<B>> {
             Error::BadPacket(_)
             | Error::PacketParse(_)
             | Error::MultipleHttpPolling
-            | Error::InvalidWebSocketKey => Response::builder()
+            | Error::InvalidWebSocketKey
+            | Error::BodyRead => Response::builder()
                 .status(400)
                 .body(ResponseBody::empty_response())
                 .unwrap(),

@@ -1,11 +1,14 @@
 //! The polling transport module handles polling, post and init requests
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use engineioxide_core::payload::{self, Payload};
 use futures_util::{StreamExt, stream};
 use http::{Request, Response, StatusCode, header::CONTENT_TYPE};
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use tokio_util::future::FutureExt as _;
 
@@ -179,6 +182,11 @@ where
 
     let (parts, body) = req.into_parts();
     let content_type = parts.headers.get(CONTENT_TYPE);
+    let body_failed = AtomicBool::new(false);
+    let body = WatchedBody {
+        inner: body,
+        failed: &body_failed,
+    };
     let packets = payload::decoder(body, content_type, protocol, engine.config.max_payload);
     futures_util::pin_mut!(packets);
 
@@ -209,6 +217,15 @@ where
                 tracing::debug!(%sid, "invalid packet received: {:?}", &p);
                 Err(Error::BadPacket(p))
             }
+            Err(_) if body_failed.load(Ordering::Relaxed) => {
+                // AegisX patch: the body could not be read (the client went away, or the server's
+                // body-read deadline cut a trickling body). That request fails; the session is
+                // left to its heartbeat, as a GET that fails would be. Upstream closed it as a
+                // packet parsing error.
+                #[cfg(feature = "tracing")]
+                tracing::debug!(%sid, "request body could not be read");
+                return Err(Error::BodyRead);
+            }
             Err(e) => {
                 #[cfg(feature = "tracing")]
                 tracing::debug!(%sid, "could not parse packet: {e}");
@@ -218,6 +235,37 @@ where
         }?;
     }
     Ok(http_response(StatusCode::OK, "ok", false))
+}
+
+/// AegisX patch: a request body that records whether reading it failed, so a failure of the
+/// body itself is told apart from a malformed payload.
+struct WatchedBody<'a, R> {
+    inner: R,
+    failed: &'a AtomicBool,
+}
+
+impl<R: Body + Unpin> Body for WatchedBody<'_, R> {
+    type Data = R::Data;
+    type Error = R::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let res = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &res {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 mod rx_stream {

@@ -101,8 +101,9 @@ pub async fn authenticate(
     Ok(())
 }
 
-/// Runs (in a task of its own) once the client has been told it is connected; its events may
-/// already be handled. The disconnect handler is registered before the first `.await`.
+/// Runs (in a task of its own) once the client has been told it is connected; its events wait
+/// (in their `Turn`) until `connected` is sent. The disconnect handler is registered before the
+/// first `.await`.
 pub async fn on_connect(
     s: SocketRef,
     State(app): State<AppState>,
@@ -161,6 +162,8 @@ async fn on_disconnect(
 
 /// Unregisters the connection (once) and takes it out of presence.
 async fn cleanup(app: &AppState, session: &Session, reason: DisconnectReason) {
+    // Events still waiting for `connected` run (and find the socket closed).
+    session.release_first_turn();
     if !session.mark_closed() {
         return;
     }

@@ -18,6 +18,7 @@ pub struct UserPresence {
     /// `online`, `away`, `busy` or `offline`.
     pub status: String,
     /// When this status began; null when the gateway has not seen it begin (offline users).
+    #[schema(required = true)]
     pub since: Option<String>,
 }
 

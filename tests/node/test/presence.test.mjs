@@ -299,10 +299,10 @@ describe('presence in small tenants (PRESENCE_BROADCAST_MAX=2)', () => {
   });
 });
 
-describe('offline grace (PRESENCE_OFFLINE_GRACE_MS=1000)', () => {
+describe('offline grace (PRESENCE_OFFLINE_GRACE_MS=2500)', () => {
   let server;
   before(async () => {
-    server = await startServer({ PRESENCE_OFFLINE_GRACE_MS: 1000, PRESENCE_TICK_MS: 20 });
+    server = await startServer({ PRESENCE_OFFLINE_GRACE_MS: 2500, PRESENCE_TICK_MS: 20 });
   });
   afterEach(() => server.closeClients());
   after(() => server.stop());

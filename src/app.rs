@@ -15,12 +15,14 @@ use crate::bus::local::LocalBus;
 use crate::domain::auth::TokenVerifier;
 use crate::domain::bus::{Bus, fanout_queue};
 use crate::domain::chat::{ChatLimits, ChatService};
+use crate::domain::failure_limit::FailureLimiter;
 use crate::domain::notifications::NotificationService;
 use crate::domain::presence::{ConnectionRegistry, LocalRegistry, PresenceService};
 use crate::domain::publish::PublishService;
 use crate::domain::rate_limit::{LocalRateLimiter, RateLimiter};
 use crate::domain::rooms::RoomPolicy;
 use crate::domain::store::Store;
+use crate::http::client_ip::TrustedProxies;
 use crate::settings::Settings;
 use crate::socket::deadlines::{self, Deadlines};
 
@@ -49,6 +51,12 @@ pub struct AppInner {
     pub bus: Arc<dyn Bus>,
     pub store: Arc<dyn Store>,
     pub deadlines: Deadlines,
+    /// Whose `X-Forwarded-For` names the client (`TRUSTED_PROXIES`).
+    pub trusted_proxies: TrustedProxies,
+    /// Failed token verifications per client IP (`AUTH_FAILURES_PER_IP_PER_MINUTE`).
+    pub auth_failures: FailureLimiter,
+    /// Failed API keys per client IP (`API_KEY_FAILURES_PER_IP_PER_MINUTE`).
+    pub api_key_failures: FailureLimiter,
     /// This node's id in `/stats`.
     pub node_id: String,
     shutting_down: AtomicBool,
@@ -119,6 +127,9 @@ impl Application {
             bus,
             store,
             deadlines,
+            trusted_proxies: TrustedProxies::parse(&settings.trusted_proxies)?,
+            auth_failures: FailureLimiter::new(settings.auth_failures_per_ip_per_minute),
+            api_key_failures: FailureLimiter::new(settings.api_key_failures_per_ip_per_minute),
             node_id: node_id(),
             shutting_down: AtomicBool::new(false),
         }));

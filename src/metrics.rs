@@ -36,6 +36,10 @@ pub fn install() -> anyhow::Result<()> {
     // Label-less series exist from the start, so `rate()` sees their first increment.
     counter!("websocket_rate_limited_total").absolute(0);
     counter!("websocket_dropped_packets_total").absolute(0);
+    counter!("websocket_slow_consumer_disconnects_total").absolute(0);
+    for surface in ["socket", "api"] {
+        counter!("aegisx_auth_throttled_total", "surface" => surface).absolute(0);
+    }
     Ok(())
 }
 
@@ -169,4 +173,15 @@ pub fn room_left(key: &RoomKey) {
             rooms.remove(key);
         }
     }
+}
+
+/// Credentials turned away unchecked because their client IP failed too often; `surface` is
+/// `socket` (CONNECT) or `api` (API key).
+pub fn auth_throttled(surface: &'static str) {
+    counter!("aegisx_auth_throttled_total", "surface" => surface).increment(1);
+}
+
+/// Sockets disconnected because their send buffer was full (a client that cannot keep up).
+pub fn slow_consumer_disconnects(n: u64) {
+    counter!("websocket_slow_consumer_disconnects_total").increment(n);
 }

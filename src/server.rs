@@ -10,6 +10,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 pub async fn serve(
     listener: TcpListener,
@@ -25,8 +26,8 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _peer)) => stream,
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
@@ -35,7 +36,13 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let svc = TowerToHyperService::new(router.clone());
+                // Handlers learn the client's address from the request (`client_ip`).
+                let svc = TowerToHyperService::new(router.clone().map_request(
+                    move |mut req: http::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(crate::http::client_ip::Peer::new(peer));
+                        req
+                    },
+                ));
                 let conn = http
                     .serve_connection(TokioIo::new(stream), svc)
                     .with_upgrades();

@@ -2,6 +2,7 @@
 //! Socket.IO layer.
 
 mod api;
+pub mod client_ip;
 mod compact;
 mod health;
 mod metrics;

@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -25,6 +25,7 @@ use crate::domain::store::Store;
 use crate::http::client_ip::TrustedProxies;
 use crate::settings::Settings;
 use crate::socket::deadlines::{self, Deadlines};
+use crate::supervisor::Supervisor;
 
 /// Limits the adapters enforce themselves.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +61,8 @@ pub struct AppInner {
     /// This node's id in `/stats`.
     pub node_id: String,
     shutting_down: AtomicBool,
+    /// The background task whose end stopped this node (see `supervisor`).
+    failed_task: OnceLock<&'static str>,
 }
 
 impl Deref for AppState {
@@ -73,6 +76,11 @@ impl AppState {
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
     }
+
+    /// The background task that ended unexpectedly, if one did (the node is then stopping).
+    pub fn failed_task(&self) -> Option<&'static str> {
+        self.failed_task.get().copied()
+    }
 }
 
 /// A built, bound gateway, ready to run.
@@ -82,6 +90,7 @@ pub struct Application {
     io: SocketIo,
     state: AppState,
     settings: Settings,
+    supervisor: Supervisor,
 }
 
 impl Application {
@@ -102,7 +111,8 @@ impl Application {
             max_message_len: settings.max_message_length,
             max_replay: settings.max_replay,
         };
-        let (chat, _writer) = ChatService::start(
+        let mut supervisor = Supervisor::default();
+        let (chat, writer) = ChatService::start(
             store.clone(),
             bus.clone(),
             fanout_tx,
@@ -132,11 +142,19 @@ impl Application {
             api_key_failures: FailureLimiter::new(settings.api_key_failures_per_ip_per_minute),
             node_id: node_id(),
             shutting_down: AtomicBool::new(false),
+            failed_task: OnceLock::new(),
         }));
         let (layer, io) = crate::socket::build(&settings, state.clone());
-        crate::fanout::spawn(io.clone(), fanout_rx);
-        deadline_task.spawn(io.clone(), settings.inactive_timeout());
-        crate::socket::reaper::spawn(io.clone(), state.clone());
+        supervisor.watch("chat writer", writer);
+        supervisor.watch("fanout", crate::fanout::spawn(io.clone(), fanout_rx));
+        supervisor.watch(
+            "deadlines",
+            deadline_task.spawn(io.clone(), settings.inactive_timeout()),
+        );
+        supervisor.watch(
+            "reaper",
+            crate::socket::reaper::spawn(io.clone(), state.clone()),
+        );
         let router = crate::http::router(&settings, state.clone(), layer)?;
         let addr = SocketAddr::new(settings.host, settings.port);
         let listener = TcpListener::bind(addr)
@@ -148,6 +166,7 @@ impl Application {
             io,
             state,
             settings,
+            supervisor,
         })
     }
 
@@ -156,7 +175,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then: report not-ready and refuse new sockets, close
-    /// the live ones (their clients reconnect elsewhere), let queued writes commit, exit.
+    /// the live ones (their clients reconnect elsewhere), let queued writes commit, exit. A
+    /// background task that ends first stops the node the same way, and the result is an error.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -167,6 +187,7 @@ impl Application {
             io,
             state,
             settings,
+            mut supervisor,
         } = self;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let header_timeout = Duration::from_secs(settings.handshake_timeout_secs);
@@ -176,8 +197,17 @@ impl Application {
             header_timeout,
             stop_rx,
         ));
-        shutdown.await;
-        tracing::info!("shutting down");
+        let failure = tokio::select! {
+            () = shutdown => None,
+            exit = supervisor.first_exit() => Some(exit),
+        };
+        match &failure {
+            None => tracing::info!("shutting down"),
+            Some(exit) => {
+                let _ = state.failed_task.set(exit.task);
+                tracing::error!(task = exit.task, "{exit}; shutting down");
+            }
+        }
         state.shutting_down.store(true, Ordering::Release);
         let grace = Duration::from_secs(settings.shutdown_timeout_secs);
         let drained = tokio::time::timeout(grace, async {
@@ -194,7 +224,10 @@ impl Application {
             );
         }
         tracing::info!("stopped");
-        Ok(())
+        match failure {
+            None => Ok(()),
+            Some(exit) => Err(anyhow::anyhow!("{exit}")),
+        }
     }
 }
 

@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,6 +15,7 @@ use crate::bus::local::LocalBus;
 use crate::domain::auth::TokenVerifier;
 use crate::domain::bus::{Bus, fanout_queue};
 use crate::domain::chat::{ChatLimits, ChatService};
+use crate::domain::failure_limit::FailureLimiter;
 use crate::domain::notifications::NotificationService;
 use crate::domain::presence::{ConnectionRegistry, LocalRegistry, PresenceService};
 use crate::domain::presence_directory::LocalDirectory;
@@ -22,8 +23,10 @@ use crate::domain::publish::PublishService;
 use crate::domain::rate_limit::{LocalRateLimiter, RateLimiter};
 use crate::domain::rooms::RoomPolicy;
 use crate::domain::store::Store;
+use crate::http::client_ip::TrustedProxies;
 use crate::settings::Settings;
 use crate::socket::deadlines::{self, Deadlines};
+use crate::supervisor::Supervisor;
 
 /// Limits the adapters enforce themselves.
 #[derive(Debug, Clone, Copy)]
@@ -50,9 +53,17 @@ pub struct AppInner {
     pub bus: Arc<dyn Bus>,
     pub store: Arc<dyn Store>,
     pub deadlines: Deadlines,
+    /// Whose `X-Forwarded-For` names the client (`TRUSTED_PROXIES`).
+    pub trusted_proxies: TrustedProxies,
+    /// Failed token verifications per client IP (`AUTH_FAILURES_PER_IP_PER_MINUTE`).
+    pub auth_failures: FailureLimiter,
+    /// Failed API keys per client IP (`API_KEY_FAILURES_PER_IP_PER_MINUTE`).
+    pub api_key_failures: FailureLimiter,
     /// This node's id in `/stats`.
     pub node_id: String,
     shutting_down: AtomicBool,
+    /// The background task whose end stopped this node (see `supervisor`).
+    failed_task: OnceLock<&'static str>,
 }
 
 impl Deref for AppState {
@@ -66,6 +77,11 @@ impl AppState {
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
     }
+
+    /// The background task that ended unexpectedly, if one did (the node is then stopping).
+    pub fn failed_task(&self) -> Option<&'static str> {
+        self.failed_task.get().copied()
+    }
 }
 
 /// A built, bound gateway, ready to run.
@@ -75,6 +91,7 @@ pub struct Application {
     io: SocketIo,
     state: AppState,
     settings: Settings,
+    supervisor: Supervisor,
 }
 
 impl Application {
@@ -95,7 +112,8 @@ impl Application {
             max_message_len: settings.max_message_length,
             max_replay: settings.max_replay,
         };
-        let (chat, _writer) = ChatService::start(
+        let mut supervisor = Supervisor::default();
+        let (chat, writer) = ChatService::start(
             store.clone(),
             bus.clone(),
             fanout_tx,
@@ -124,13 +142,24 @@ impl Application {
             bus,
             store,
             deadlines,
+            trusted_proxies: TrustedProxies::parse(&settings.trusted_proxies)?,
+            auth_failures: FailureLimiter::new(settings.auth_failures_per_ip_per_minute),
+            api_key_failures: FailureLimiter::new(settings.api_key_failures_per_ip_per_minute),
             node_id: node_id(),
             shutting_down: AtomicBool::new(false),
+            failed_task: OnceLock::new(),
         }));
         let (layer, io) = crate::socket::build(&settings, state.clone());
-        crate::fanout::spawn(io.clone(), fanout_rx);
-        deadline_task.spawn(io.clone(), settings.inactive_timeout());
-        crate::socket::reaper::spawn(io.clone(), state.clone());
+        supervisor.watch("chat writer", writer);
+        supervisor.watch("fanout", crate::fanout::spawn(io.clone(), fanout_rx));
+        supervisor.watch(
+            "deadlines",
+            deadline_task.spawn(io.clone(), settings.inactive_timeout()),
+        );
+        supervisor.watch(
+            "reaper",
+            crate::socket::reaper::spawn(io.clone(), state.clone()),
+        );
         state.presence.spawn();
         let router = crate::http::router(&settings, state.clone(), layer)?;
         let addr = SocketAddr::new(settings.host, settings.port);
@@ -143,6 +172,7 @@ impl Application {
             io,
             state,
             settings,
+            supervisor,
         })
     }
 
@@ -151,7 +181,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then: report not-ready and refuse new sockets, close
-    /// the live ones (their clients reconnect elsewhere), let queued writes commit, exit.
+    /// the live ones (their clients reconnect elsewhere), let queued writes commit, exit. A
+    /// background task that ends first stops the node the same way, and the result is an error.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -162,6 +193,7 @@ impl Application {
             io,
             state,
             settings,
+            mut supervisor,
         } = self;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let limits = crate::server::HttpLimits {
@@ -169,8 +201,17 @@ impl Application {
             max_header_bytes: settings.max_header_bytes,
         };
         let server = tokio::spawn(crate::server::serve(listener, router, limits, stop_rx));
-        shutdown.await;
-        tracing::info!("shutting down");
+        let failure = tokio::select! {
+            () = shutdown => None,
+            exit = supervisor.first_exit() => Some(exit),
+        };
+        match &failure {
+            None => tracing::info!("shutting down"),
+            Some(exit) => {
+                let _ = state.failed_task.set(exit.task);
+                tracing::error!(task = exit.task, "{exit}; shutting down");
+            }
+        }
         state.shutting_down.store(true, Ordering::Release);
         let grace = Duration::from_secs(settings.shutdown_timeout_secs);
         let drained = tokio::time::timeout(grace, async {
@@ -187,7 +228,10 @@ impl Application {
             );
         }
         tracing::info!("stopped");
-        Ok(())
+        match failure {
+            None => Ok(()),
+            Some(exit) => Err(anyhow::anyhow!("{exit}")),
+        }
     }
 }
 

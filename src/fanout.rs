@@ -72,8 +72,11 @@ async fn deliver(ns: BroadcastOperators<LocalAdapter>, d: Delivery) {
             .filter(|e| matches!(e, SocketError::InternalChannelFull))
             .count();
         if full > 0 {
-            tracing::warn!(dropped = full, event = %d.event, "socket buffers full; packets dropped");
+            // The engine closes a socket the first time its buffer is full and reports it closed
+            // afterwards, so each slow socket is counted (and logged) here once.
+            tracing::warn!(sockets = full, event = %d.event, "send buffers full; slow consumers disconnected");
             crate::metrics::dropped_packets(full as u64);
+            crate::metrics::slow_consumer_disconnects(full as u64);
         }
     }
 }

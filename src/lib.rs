@@ -12,4 +12,5 @@ pub mod server;
 pub mod settings;
 pub mod socket;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;

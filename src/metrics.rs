@@ -39,6 +39,10 @@ pub fn install() -> anyhow::Result<()> {
     for audience in ["tenant", "watchers"] {
         counter!("aegisx_presence_announcements_total", "audience" => audience).absolute(0);
     }
+    counter!("websocket_slow_consumer_disconnects_total").absolute(0);
+    for surface in ["socket", "api"] {
+        counter!("aegisx_auth_throttled_total", "surface" => surface).absolute(0);
+    }
     Ok(())
 }
 
@@ -195,4 +199,15 @@ pub fn jwks_fetched(ok: bool, keys: usize) {
     counter!("aegisx_jwks_fetches_total", "result" => result).increment(1);
     gauge!("aegisx_jwks_up").set(if ok { 1.0 } else { 0.0 });
     gauge!("aegisx_jwks_keys").set(keys as f64);
+}
+
+/// Credentials turned away unchecked because their client IP failed too often; `surface` is
+/// `socket` (CONNECT) or `api` (API key).
+pub fn auth_throttled(surface: &'static str) {
+    counter!("aegisx_auth_throttled_total", "surface" => surface).increment(1);
+}
+
+/// Sockets disconnected because their send buffer was full (a client that cannot keep up).
+pub fn slow_consumer_disconnects(n: u64) {
+    counter!("websocket_slow_consumer_disconnects_total").increment(n);
 }

@@ -13,6 +13,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 /// Deadlines and sizes the connection loop enforces itself.
 #[derive(Debug, Clone, Copy)]
@@ -37,8 +38,8 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _peer)) => stream,
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
@@ -47,7 +48,13 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let svc = TowerToHyperService::new(router.clone());
+                // Handlers learn the client's address from the request (`client_ip`).
+                let svc = TowerToHyperService::new(router.clone().map_request(
+                    move |mut req: http::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(crate::http::client_ip::Peer::new(peer));
+                        req
+                    },
+                ));
                 let conn = http
                     .serve_connection(TokioIo::new(linger::LingeringStream::new(stream)), svc)
                     .with_upgrades();

@@ -241,8 +241,8 @@ pub struct Settings {
     /// Engine.IO ping timeout, milliseconds.
     #[arg(long, env = "PING_TIMEOUT_MS", default_value_t = 20_000)]
     pub ping_timeout_ms: u64,
-    /// Packets buffered per socket before the socket counts as too slow (packets are dropped
-    /// and counted, and the socket is closed at its next heartbeat).
+    /// Packets buffered per socket before the socket counts as too slow: it is then
+    /// disconnected at once (counted in `websocket_slow_consumer_disconnects_total`).
     #[arg(long, env = "SOCKET_BUFFER_PACKETS", default_value_t = 1024)]
     pub socket_buffer_packets: usize,
     /// Pending chat writes before senders wait.
@@ -274,6 +274,19 @@ pub struct Settings {
     /// Presence: users one socket may watch with `watch_presence`.
     #[arg(long, env = "PRESENCE_WATCH_MAX", default_value_t = 500)]
     pub presence_watch_max: usize,
+    /// Failed token verifications one client IP may make per rolling minute; past it, that IP's
+    /// CONNECTs are refused without verifying ("Too many failed attempts"). Loopback counts too.
+    #[arg(long, env = "AUTH_FAILURES_PER_IP_PER_MINUTE", default_value_t = 30)]
+    pub auth_failures_per_ip_per_minute: u32,
+    /// Wrong or missing API keys one client IP may present per rolling minute; past it, that
+    /// IP's `/api/v1` requests get 429 with `Retry-After`, without checking the key.
+    #[arg(long, env = "API_KEY_FAILURES_PER_IP_PER_MINUTE", default_value_t = 30)]
+    pub api_key_failures_per_ip_per_minute: u32,
+    /// Reverse proxies (comma list of IPs or CIDRs) whose `X-Forwarded-For` is believed: from a
+    /// trusted peer, the client is the rightmost address in it that is not a trusted proxy.
+    /// Empty: the TCP peer is the client.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -307,6 +320,8 @@ pub enum SettingsError {
         path: PathBuf,
         reason: String,
     },
+    #[error(transparent)]
+    TrustedProxies(#[from] crate::http::client_ip::BadProxy),
     #[error("{var} must be {rule}")]
     Range {
         var: &'static str,
@@ -317,7 +332,7 @@ pub enum SettingsError {
 impl Settings {
     /// Checks the limits; key material is checked when the keys are loaded.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        let checks: [(&'static str, bool, &'static str); 9] = [
+        let checks: [(&'static str, bool, &'static str); 11] = [
             (
                 "RATE_LIMIT_PER_MINUTE",
                 self.rate_limit_per_minute >= 1,
@@ -362,6 +377,16 @@ impl Settings {
                 "WRITE_QUEUE",
                 self.write_queue >= 1 && self.fanout_queue >= 1,
                 "at least 1 (and FANOUT_QUEUE)",
+            ),
+            (
+                "AUTH_FAILURES_PER_IP_PER_MINUTE",
+                self.auth_failures_per_ip_per_minute >= 1,
+                "at least 1",
+            ),
+            (
+                "API_KEY_FAILURES_PER_IP_PER_MINUTE",
+                self.api_key_failures_per_ip_per_minute >= 1,
+                "at least 1",
             ),
         ];
         for (var, ok, rule) in checks {
@@ -412,6 +437,7 @@ impl Settings {
                 return Err(SettingsError::Range { var, rule });
             }
         }
+        crate::http::client_ip::TrustedProxies::parse(&self.trusted_proxies)?;
         Ok(())
     }
 
@@ -475,6 +501,15 @@ impl std::fmt::Debug for Settings {
             .field("presence_tick_ms", &self.presence_tick_ms)
             .field("presence_list_max", &self.presence_list_max)
             .field("presence_watch_max", &self.presence_watch_max)
+            .field(
+                "auth_failures_per_ip_per_minute",
+                &self.auth_failures_per_ip_per_minute,
+            )
+            .field(
+                "api_key_failures_per_ip_per_minute",
+                &self.api_key_failures_per_ip_per_minute,
+            )
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .finish()

@@ -7,6 +7,7 @@ pub mod bus;
 pub mod chat;
 pub mod error;
 pub mod events;
+pub mod failure_limit;
 pub mod ids;
 pub mod notifications;
 pub mod presence;

@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 
 /// The headers the Socket.IO transports and our connect middleware read; the rest (cookies,
 /// `accept-*`, `user-agent`: often kilobytes from a browser) would only sit in memory.
-const KEPT: [HeaderName; 12] = [
+const KEPT: [HeaderName; 13] = [
     header::HOST,
     header::CONNECTION,
     header::UPGRADE,
@@ -25,6 +25,8 @@ const KEPT: [HeaderName; 12] = [
     header::CONTENT_TYPE,
     header::CONTENT_LENGTH,
     header::TRANSFER_ENCODING,
+    // The client IP behind a trusted proxy (`client_ip`).
+    HeaderName::from_static("x-forwarded-for"),
 ];
 
 pub async fn compact_head(req: Request, next: Next) -> Response {

@@ -1,5 +1,5 @@
-//! `/healthz` (the process answers) and `/readyz` (it can do its job: the store answers and it
-//! is not shutting down; with a JWKS, the provider's keys are held).
+//! `/healthz` (the process answers) and `/readyz` (it can do its job: the store answers, no
+//! background task has died, it is not shutting down; with a JWKS, the provider's keys are held).
 
 use axum::Json;
 use axum::extract::State;
@@ -13,6 +13,12 @@ pub async fn healthz() -> Json<Value> {
 }
 
 pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
+    if let Some(task) = app.failed_task() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not_ready", "failedTask": task })),
+        );
+    }
     if app.is_shutting_down() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -3,6 +3,7 @@
 
 mod api;
 mod body_deadline;
+pub mod client_ip;
 mod compact;
 mod health;
 mod metrics;

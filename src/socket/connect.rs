@@ -13,7 +13,7 @@ use crate::domain::auth::AuthError;
 use crate::domain::ids::{tenant_adapter_room, user_adapter_room};
 use crate::domain::presence::{ConnectionInfo, RegistryError};
 use crate::socket::session::Session;
-use crate::socket::{messages, presence, rooms, token};
+use crate::socket::{guard, messages, presence, rooms, token};
 
 /// Pause between the CONNECT ack and the `connected` event (see `on_connect`).
 const CONNECTED_DELAY: std::time::Duration = std::time::Duration::from_millis(15);
@@ -27,6 +27,9 @@ pub enum Refusal {
     Registry(#[from] RegistryError),
     #[error("Server shutting down")]
     ShuttingDown,
+    /// The client's IP failed too many token verifications (`AUTH_FAILURES_PER_IP_PER_MINUTE`).
+    #[error("Too many failed attempts")]
+    TooManyFailures,
 }
 
 /// The token, from the first present source: `Authorization: Bearer`, `?token=`, `auth.token`.
@@ -63,16 +66,20 @@ pub async fn authenticate(
     if app.is_shutting_down() {
         return Err(Refusal::ShuttingDown);
     }
+    let ip = guard::client_ip(&s, &app);
     let refuse = |e: Refusal| {
         crate::metrics::connect_refused(&e.to_string());
-        tracing::info!(sid = %s.id, reason = %e, "connect refused");
+        tracing::info!(sid = %s.id, ip = ?ip, reason = %e, "connect refused");
+        guard::refused(&s);
         e
     };
+    // Before anything is verified: a guesser gets no answer about its guesses.
+    if guard::throttled(&app, ip) {
+        return Err(refuse(Refusal::TooManyFailures));
+    }
     let token = extract_token(s.req_parts(), auth.as_ref().ok())
         .ok_or_else(|| refuse(AuthError::NoToken.into()))?;
-    let principal = app
-        .verifier
-        .verify(&token)
+    let principal = guard::verify(&app, ip, &token)
         .await
         .map_err(|e| refuse(e.into()))?;
     let conn = ConnectionInfo {

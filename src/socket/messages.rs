@@ -47,7 +47,8 @@ pub async fn handle(
             "mark_notification_read" => mark_read(&app, &p, body).await,
             "user_status" => user_status(&app, &p, body).await,
             _ => {
-                tracing::warn!(sid = %s.id, r#type = %kind, "unknown message type dropped");
+                let shown = crate::telemetry::untrusted(&kind);
+                tracing::warn!(sid = %s.id, r#type = %shown, "unknown message type dropped");
                 crate::metrics::message("unknown", p.tenant_label());
                 Err(DomainError::UnknownEvent(kind.clone()))
             }
@@ -169,6 +170,6 @@ async fn user_status(app: &AppState, p: &Principal, body: Value) -> Result<Value
 /// Any other event name: logged, and an ack (when asked for) gets `UNKNOWN_EVENT`.
 pub async fn unknown_event(s: SocketRef, mut turn: Turn, Event(event): Event, ack: AckSender) {
     turn.wait().await;
-    tracing::debug!(sid = %s.id, event, "unhandled event");
+    tracing::debug!(sid = %s.id, event = %crate::telemetry::untrusted(&event), "unhandled event");
     reply::fail(&s, ack, &DomainError::UnknownEvent(event));
 }

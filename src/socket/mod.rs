@@ -4,6 +4,7 @@
 
 pub mod connect;
 pub mod deadlines;
+pub mod guard;
 pub mod messages;
 pub mod presence;
 pub mod reaper;

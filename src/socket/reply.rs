@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 use socketioxide::extract::{AckSender, SocketRef};
+use socketioxide::{SendError, SocketError};
 
 use crate::domain::error::DomainError;
 use crate::domain::events::error_event;
@@ -27,11 +28,20 @@ pub fn ok(ack: AckSender, fields: Value) {
     let _ = ack.send(&body);
 }
 
-/// Emits to this socket alone. A full socket buffer drops the packet (counted); the heartbeat
-/// then closes the socket, which is how a client that cannot keep up is let go.
+/// Emits to this socket alone. A full socket buffer drops the packet (counted) and closes the
+/// socket at once: that is how a client that cannot keep up is let go. Only the first send to
+/// find it full says so; later ones find it closed.
 pub fn emit(s: &SocketRef, event: &str, data: &Value) {
-    if let Err(e) = s.emit(event, data) {
-        tracing::debug!(sid = %s.id, event, error = %e, "emit to socket failed");
-        crate::metrics::dropped_packets(1);
+    match s.emit(event, data) {
+        Ok(()) => {}
+        Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+            tracing::warn!(sid = %s.id, event, "send buffer full; slow consumer disconnected");
+            crate::metrics::dropped_packets(1);
+            crate::metrics::slow_consumer_disconnects(1);
+        }
+        Err(e) => {
+            tracing::debug!(sid = %s.id, event, error = %e, "emit to socket failed");
+            crate::metrics::dropped_packets(1);
+        }
     }
 }

@@ -20,6 +20,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("No such endpoint")]
     NoRoute,
+    /// Too many wrong API keys from this client IP; answered with `Retry-After`.
+    #[error("Too many failed attempts")]
+    TooManyFailures { retry_after_secs: u64 },
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -31,6 +34,7 @@ impl ApiError {
         match self {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             Self::NoRoute => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            Self::TooManyFailures { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "INVALID_PAYLOAD"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             Self::Domain(e) => {
@@ -54,7 +58,12 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         crate::metrics::api_error(code);
         let body = json!({ "error": { "code": code, "message": self.to_string() } });
-        (status, Json(body)).into_response()
+        let mut res = (status, Json(body)).into_response();
+        if let Self::TooManyFailures { retry_after_secs } = self {
+            res.headers_mut()
+                .insert(http::header::RETRY_AFTER, retry_after_secs.into());
+        }
+        res
     }
 }
 

@@ -86,11 +86,11 @@ pub fn router(state: AppState, keys: &[SecretString]) -> Option<Router> {
         .routes(routes!(rooms::grant, rooms::revoke))
         .routes(routes!(users::stats))
         .routes(routes!(presence::presence))
-        .with_state(state)
+        .with_state(state.clone())
         .split_for_parts();
     let doc = Arc::new(doc);
     let authed = api.layer(axum::middleware::from_fn_with_state(
-        ApiKeys(Arc::new(digests)),
+        (ApiKeys(Arc::new(digests)), state),
         require_key,
     ));
     Some(
@@ -107,7 +107,22 @@ pub fn router(state: AppState, keys: &[SecretString]) -> Option<Router> {
     )
 }
 
-async fn require_key(State(keys): State<ApiKeys>, req: Request, next: Next) -> Response {
+/// The API key check. A client IP past `API_KEY_FAILURES_PER_IP_PER_MINUTE` failures gets 429
+/// before its key is looked at, so guessing keys costs a minute per N guesses.
+async fn require_key(
+    State((keys, app)): State<(ApiKeys, AppState)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let ip =
+        crate::http::client_ip::of_request(&app.trusted_proxies, req.extensions(), req.headers());
+    if let Some(Err(wait)) = ip.map(|ip| app.api_key_failures.check(ip)) {
+        crate::metrics::auth_throttled("api");
+        return ApiError::TooManyFailures {
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        }
+        .into_response();
+    }
     let presented = req
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -115,7 +130,12 @@ async fn require_key(State(keys): State<ApiKeys>, req: Request, next: Next) -> R
         .and_then(crate::http::bearer);
     match presented {
         Some(key) if keys.allows(key) => next.run(req).await,
-        _ => ApiError::Unauthorized.into_response(),
+        _ => {
+            if let Some(ip) = ip {
+                app.api_key_failures.record_failure(ip);
+            }
+            ApiError::Unauthorized.into_response()
+        }
     }
 }
 

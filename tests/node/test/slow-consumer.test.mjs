@@ -7,12 +7,30 @@ import { joinRoom, openRawWebSocket, request, startServer, uid, withTimeout } fr
 
 const KEY = 'slow-consumer-key-0123456789';
 
-test('a socket that stops reading is disconnected while a reading one gets every message', async () => {
+/** The value of a label-less or `tenant_id`-labelled sample in a Prometheus exposition. */
+function sample(text, name, tenant) {
+  const labels = tenant === undefined ? '' : `\\{tenant_id="${tenant}"\\}`;
+  const m = text.match(new RegExp(`^${name}${labels} (\\d+)`, 'm'));
+  return m ? Number(m[1]) : undefined;
+}
+
+/** Scrapes /metrics until `pred(text)` holds (the server updates gauges asynchronously). */
+async function metricsUntil(url, pred, what) {
+  for (let i = 0; i < 100; i++) {
+    const text = (await request(`${url}/metrics`)).body;
+    if (pred(text)) return text;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.fail(`metrics never showed ${what}`);
+}
+
+test('a socket whose send buffer fills is disconnected at once while a reading one gets every message', async () => {
   const server = await startServer({
     API_KEYS: KEY,
     SOCKET_BUFFER_PACKETS: '16',
-    PING_INTERVAL_MS: '300',
-    PING_TIMEOUT_MS: '300',
+    // No heartbeat within the test: only the full buffer can close the slow socket.
+    PING_INTERVAL_MS: '60000',
+    PING_TIMEOUT_MS: '60000',
   });
   try {
     const tenant = uid('t');
@@ -46,12 +64,19 @@ test('a socket that stops reading is disconnected while a reading one gets every
     assert.deepEqual(reader.inbox.all('bulk').map((d) => d.i), [...Array(sent).keys()]);
     assert.equal(reader.connected, true);
 
-    // The slow one was closed by the server (seen once it reads again).
+    // The slow one is gone on the server while its client still does not read: its disconnect
+    // handler ran (the tenant's connection gauge is back to the reader alone), counted once.
+    const metrics = await metricsUntil(
+      server.url,
+      (m) => sample(m, 'websocket_connections_total', tenant) === 1,
+      'the slow socket disconnected',
+    );
+    assert.equal(sample(metrics, 'websocket_slow_consumer_disconnects_total'), 1);
+    assert.ok(sample(metrics, 'websocket_dropped_packets_total') > 0, 'dropped packets are counted');
+    assert.equal(reader.connected, true);
+    // Its transport was closed too (seen once it reads again).
     slow.ws._socket.resume();
     await withTimeout(slow.closed, 20_000, 'the slow socket to be closed');
-    const metrics = (await request(`${server.url}/metrics`)).body;
-    const dropped = Number(metrics.match(/^websocket_dropped_packets_total (\d+)/m)?.[1] ?? 0);
-    assert.ok(dropped > 0, 'dropped packets are counted');
   } finally {
     await server.stop();
   }

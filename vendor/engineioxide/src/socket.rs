@@ -58,7 +58,7 @@ use std::{
     collections::VecDeque,
     fmt::Debug,
     sync::{
-        Arc,
+        Arc, Weak,
         atomic::{AtomicBool, AtomicU8, Ordering},
     },
     time::Duration,
@@ -179,6 +179,42 @@ impl InternalRx {
     }
 }
 
+/// AegisX patch: closes an engine.io session from code that sees only the request that opened it
+/// (socketioxide hands its handlers `req_parts()`, never the engine socket). Every session's
+/// request extensions hold one; it does not keep the socket alive.
+#[derive(Clone)]
+pub struct SessionCloser(Weak<dyn CloseSession>);
+
+trait CloseSession: Send + Sync {
+    fn close_session(&self, reason: DisconnectReason);
+}
+
+impl<D: Default + Send + Sync + 'static> CloseSession for Socket<D> {
+    fn close_session(&self, reason: DisconnectReason) {
+        self.close(reason);
+    }
+}
+
+impl SessionCloser {
+    pub(crate) fn new<D: Default + Send + Sync + 'static>(socket: &Weak<Socket<D>>) -> Self {
+        let weak: Weak<dyn CloseSession> = socket.clone();
+        Self(weak)
+    }
+
+    /// Closes the session (and its transport) if it is still open.
+    pub fn close(&self, reason: DisconnectReason) {
+        if let Some(socket) = self.0.upgrade() {
+            socket.close_session(reason);
+        }
+    }
+}
+
+impl std::fmt::Debug for SessionCloser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionCloser")
+    }
+}
+
 /// A [`Socket`] represents a client connection to the server.
 /// It is agnostic to the [`TransportType`].
 ///
@@ -204,6 +240,11 @@ where
 
     /// Whether the socket is currently upgrading to a new transport.
     upgrading: AtomicBool,
+
+    /// AegisX patch: set when a send found the buffer full. The session is then closed at once
+    /// (not at the next heartbeat, which fails on the same full buffer), later sends report
+    /// `Closed`, and the websocket writer lets go of the connection without flushing.
+    overflowed: AtomicBool,
 
     /// Channel to send [`PacketBuf`] to the connection
     ///
@@ -266,6 +307,7 @@ where
             protocol,
             transport: AtomicU8::new(transport as u8),
             upgrading: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
 
             internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
             internal_tx,
@@ -289,13 +331,31 @@ where
         #[cfg(feature = "tracing")]
         tracing::debug!(?packet, "sending packet");
 
+        if self.is_overflowed() {
+            return Err(TrySendError::Closed(packet));
+        }
         self.internal_tx
             .try_send(Box::new(smallvec![packet]))
             .map_err(|p| match p {
-                TrySendError::Full(mut p) => TrySendError::Full(p.pop().unwrap()),
+                TrySendError::Full(mut p) => {
+                    self.overflow();
+                    TrySendError::Full(p.pop().unwrap())
+                }
                 TrySendError::Closed(mut p) => TrySendError::Closed(p.pop().unwrap()),
             })?;
         Ok(())
+    }
+
+    /// AegisX patch: a full buffer means the client cannot keep up; close the session once.
+    fn overflow(&self) {
+        if !self.overflowed.swap(true, Ordering::AcqRel) {
+            self.close(DisconnectReason::TransportError);
+        }
+    }
+
+    /// Whether a send ever found the buffer full (the session is then closing or closed).
+    pub fn is_overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Acquire)
     }
     pub(crate) fn is_upgrading(&self) -> bool {
         self.upgrading.load(Ordering::Relaxed)
@@ -431,8 +491,17 @@ where
     /// If the socket is closed, the function will return a [`TrySendError::Closed`] error.
     #[inline]
     pub fn reserve(&self) -> Result<Permit<'_>, TrySendError<()>> {
-        let permit = self.internal_tx.try_reserve()?;
-        Ok(Permit { inner: permit })
+        if self.is_overflowed() {
+            return Err(TrySendError::Closed(()));
+        }
+        match self.internal_tx.try_reserve() {
+            Ok(permit) => Ok(Permit { inner: permit }),
+            Err(TrySendError::Full(())) => {
+                self.overflow();
+                Err(TrySendError::Full(()))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Emits a message to the client.
@@ -453,8 +522,11 @@ where
     /// The socket will be removed from the `Engine` and the [`Handler`](crate::handler::EngineIoHandler) will be notified.
     #[cfg_attr(feature = "tracing", tracing::instrument(skip(self)))]
     pub fn close(&self, reason: DisconnectReason) {
-        // Try to send a close packet is the connection is still operational.
-        self.send(Packet::Close).ok();
+        // Try to send a close packet is the connection is still operational. (AegisX patch: not
+        // through `send`, whose full-buffer path closes the session itself.)
+        self.internal_tx
+            .try_send(Box::new(smallvec![Packet::Close]))
+            .ok();
 
         (self.close_fn)(self.id, reason);
     }

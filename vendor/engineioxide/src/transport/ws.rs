@@ -321,48 +321,75 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
             };
         }
 
-    // Forward buffered packets until the channel is closed or the session is cancelled.
-    loop {
-        tokio::select! {
-            biased;
-            items = buffered_rx.recv() => {
-                match items {
-                    Some(packets) => {
-                        for item in *packets {
-                            map_fn!(item);
-                        }
-                        while let Ok(packets) = buffered_rx.try_recv() {
+    // AegisX patch: a writer blocked on a client that stopped reading would hold `internal_rx`
+    // (so the session's close, and its disconnect handler, would wait for it) and the connection
+    // until the client read again. Once the session is closed, the writer gets `CLOSE_GRACE` to
+    // deliver what is queued, none if the client overflowed its buffer; then the connection is
+    // dropped.
+    let forward = async {
+        // Forward buffered packets until the channel is closed or the session is cancelled.
+        loop {
+            tokio::select! {
+                biased;
+                items = buffered_rx.recv() => {
+                    match items {
+                        Some(packets) => {
                             for item in *packets {
                                 map_fn!(item);
                             }
+                            while let Ok(packets) = buffered_rx.try_recv() {
+                                for item in *packets {
+                                    map_fn!(item);
+                                }
+                            }
+                        }
+                        None => break
+                    }
+                }
+                _ = socket.cancellation_token.cancelled() => break,
+                Ok(()) = volatile_rx.changed() => {
+                    let val = volatile_rx.borrow_and_update().clone();
+                    if let Some(packets) = val {
+                        #[cfg(feature = "tracing")]
+                        tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
+                        for item in *packets {
+                            map_fn!(item);
                         }
                     }
-                    None => break
-                }
+                },
             }
-            _ = socket.cancellation_token.cancelled() => break,
-            Ok(()) = volatile_rx.changed() => {
-                let val = volatile_rx.borrow_and_update().clone();
-                if let Some(packets) = val {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
-                    for item in *packets {
-                        map_fn!(item);
-                    }
-                }
-            },
+
+            #[cfg(feature = "tracing")]
+            tracing::trace!(sid = %socket.id, "ws flush");
+            tx.flush().await.ok();
         }
 
         #[cfg(feature = "tracing")]
-        tracing::trace!(sid = %socket.id, "ws flush");
+        tracing::trace!(sid = %socket.id, "ws closing flush");
+
         tx.flush().await.ok();
+        tx.close().await.ok();
+    };
+    tokio::select! {
+        biased;
+        () = forward => {}
+        () = abandon_after_close(&socket) => {
+            #[cfg(feature = "tracing")]
+            tracing::debug!(sid = %socket.id, "ws writer abandoned a client that does not read");
+        }
     }
+}
 
-    #[cfg(feature = "tracing")]
-    tracing::trace!(sid = %socket.id, "ws closing flush");
+/// How long a closed session's websocket writer may still take to deliver what is queued.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
-    tx.flush().await.ok();
-    tx.close().await.ok();
+/// Resolves once the writer of a closed session should stop waiting for its client.
+async fn abandon_after_close<D: Default + Send + Sync + 'static>(socket: &Socket<D>) {
+    socket.cancellation_token.cancelled().await;
+    if !socket.is_overflowed() {
+        // Boxed: the timer is only needed once closing, and idle sockets should not carry it.
+        Box::pin(tokio::time::sleep(CLOSE_GRACE)).await;
+    }
 }
 /// Send a Engine.IO [`OpenPacket`] to initiate a websocket connection
 async fn init_handshake<S>(

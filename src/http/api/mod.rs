@@ -76,6 +76,7 @@ pub fn router(state: AppState, keys: &[SecretString]) -> Option<Router> {
     if digests.is_empty() {
         return None;
     }
+    let state_for_doc = state.clone();
     let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(publish::publish))
         .routes(routes!(notifications::create))
@@ -86,7 +87,7 @@ pub fn router(state: AppState, keys: &[SecretString]) -> Option<Router> {
         .routes(routes!(users::stats))
         .with_state(state)
         .split_for_parts();
-    let doc = Arc::new(doc);
+    let doc = Arc::new(document(doc, &state_for_doc));
     let authed = api.layer(axum::middleware::from_fn_with_state(
         ApiKeys(Arc::new(digests)),
         require_key,
@@ -103,6 +104,17 @@ pub fn router(state: AppState, keys: &[SecretString]) -> Option<Router> {
             .merge(authed)
             .fallback(|| async { ApiError::NoRoute }),
     )
+}
+
+/// The served document: utoipa's, plus the constraints its attributes cannot express, so that
+/// it states every rule the handlers enforce (a schema fuzzer checks both agree).
+fn document(doc: utoipa::openapi::OpenApi, app: &AppState) -> serde_json::Value {
+    let mut doc = serde_json::to_value(doc).unwrap_or_default();
+    publish::refine_schema(&mut doc);
+    if let Some(message) = doc.pointer_mut("/components/schemas/PostMessage/properties/message") {
+        message["maxLength"] = app.chat.max_message_len().into();
+    }
+    doc
 }
 
 async fn require_key(State(keys): State<ApiKeys>, req: Request, next: Next) -> Response {

@@ -9,7 +9,11 @@ use utoipa::ToSchema;
 use super::{ApiError, ApiJson, parse_room, parse_tenant, parse_user};
 use crate::app::AppState;
 use crate::domain::events::Target;
-use crate::domain::ids::RoomKey;
+use crate::domain::ids::{MAX_ID_LEN, RoomKey};
+use crate::domain::publish::RESERVED_EVENTS;
+
+/// A room id that is not a reserved `user:`/`tenant:` room, as the schema states it.
+pub(super) const OPEN_ROOM_PATTERN: &str = "^(?!user:|tenant:)[A-Za-z0-9_.:-]{1,128}$";
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -18,11 +22,34 @@ pub struct PublishRequest {
     #[schema(value_type = Object)]
     target: Value,
     /// Event name clients receive (not a Socket.IO reserved or gateway-owned name).
+    #[schema(min_length = 1, max_length = 64)]
     event: String,
     /// Payload, sent as is (`null` when absent).
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     data: Value,
+}
+
+/// What the attributes above cannot say: the four target shapes, and the refused event names
+/// (`parse_target` and `validate_event` enforce exactly this).
+pub(super) fn refine_schema(doc: &mut Value) {
+    let id = |max: usize| json!({ "type": "string", "minLength": 1, "maxLength": max });
+    let tenant = json!({ "type": "string", "maxLength": MAX_ID_LEN });
+    let room = json!({ "type": "string", "pattern": OPEN_ROOM_PATTERN });
+    let shape = |props: Value, required: &[&str]| {
+        json!({ "type": "object", "properties": props, "required": required,
+                "additionalProperties": false })
+    };
+    let target = json!({ "oneOf": [
+        shape(json!({ "userId": id(MAX_ID_LEN) }), &["userId"]),
+        shape(json!({ "tenantId": id(MAX_ID_LEN) }), &["tenantId"]),
+        shape(json!({ "tenantId": tenant, "roomId": room }), &["roomId"]),
+        shape(json!({ "all": { "const": true } }), &["all"]),
+    ]});
+    if let Some(props) = doc.pointer_mut("/components/schemas/PublishRequest/properties") {
+        props["target"] = target;
+        props["event"]["not"] = json!({ "enum": RESERVED_EVENTS });
+    }
 }
 
 fn parse_target(target: Value) -> Result<Target, ApiError> {

@@ -38,4 +38,4 @@ fi
 timeout --kill-after=10 300 "$st" run "http://$addr/api/v1/openapi.json" \
   -H "Authorization: Bearer $key" \
   --checks all --max-examples "${SCHEMA_EXAMPLES:-30}" --seed "${SCHEMA_SEED:-1}" \
-  --workers 1 --request-timeout 10 --no-color
+  --workers 1 --request-timeout 10 --no-color --generation-database none

@@ -35,6 +35,8 @@ if [ -z "$addr" ]; then
   exit 1
 fi
 
+# From the scratch folder: schemathesis keeps a cache in its working directory.
+cd "$dir"
 timeout --kill-after=10 300 "$st" run "http://$addr/api/v1/openapi.json" \
   -H "Authorization: Bearer $key" \
   --checks all --max-examples "${SCHEMA_EXAMPLES:-30}" --seed "${SCHEMA_SEED:-1}" \

@@ -4,6 +4,8 @@
 
 pub mod connect;
 pub mod deadlines;
+#[cfg(test)]
+mod decoder_props;
 pub mod messages;
 pub mod reaper;
 pub mod reply;

@@ -126,6 +126,79 @@ pub async fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// A target object made of the keys `parse_target` reads, with values of any JSON type.
+    fn any_target() -> impl Strategy<Value = Value> {
+        let value = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "[A-Za-z0-9_.:-]{0,10}".prop_map(Value::String),
+            "(user|tenant):[a-z]{0,3}".prop_map(Value::String),
+            any::<String>().prop_map(Value::String),
+            "t{127,130}".prop_map(Value::String),
+            Just(json!({})),
+        ];
+        let key = prop_oneof![
+            Just("userId"),
+            Just("tenantId"),
+            Just("roomId"),
+            Just("all"),
+            Just("other"),
+        ];
+        prop_oneof![
+            prop::collection::btree_map(key, value.clone(), 0..4).prop_map(|m| {
+                Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+            }),
+            value,
+        ]
+    }
+
+    /// The four shapes of PROTOCOL.md §7, written out independently of `parse_target`.
+    fn expected(t: &Value) -> Option<&'static str> {
+        let o = t.as_object()?;
+        let id = |k: &str, empty_ok: bool| match o.get(k) {
+            Some(Value::String(s)) => {
+                let n = s.chars().count();
+                (n <= 128 && (empty_ok || n > 0)).then_some(())
+            }
+            _ => None,
+        };
+        let room = || match o.get("roomId") {
+            Some(Value::String(r)) => (!r.starts_with("user:")
+                && !r.starts_with("tenant:")
+                && (1..=128).contains(&r.len())
+                && r.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b)))
+            .then_some(()),
+            _ => None,
+        };
+        let keys: Vec<&str> = o.keys().map(String::as_str).collect();
+        match keys.as_slice() {
+            ["userId"] => id("userId", false).map(|_| "user"),
+            ["tenantId"] => id("tenantId", false).map(|_| "tenant"),
+            ["roomId"] => room().map(|_| "room"),
+            ["roomId", "tenantId"] => room().and(id("tenantId", true)).map(|_| "room"),
+            ["all"] => (o.get("all") == Some(&Value::Bool(true))).then_some("all"),
+            _ => None,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn targets_accept_exactly_the_four_shapes(t in any_target()) {
+            let got = parse_target(t.clone()).ok().map(|t| match t {
+                Target::User { .. } => "user",
+                Target::Tenant { .. } => "tenant",
+                Target::Room { .. } => "room",
+                Target::All => "all",
+            });
+            prop_assert_eq!(got, expected(&t), "target {}", t);
+        }
+    }
 
     #[test]
     fn targets_parse_and_mixed_ones_are_refused() {

@@ -1,7 +1,7 @@
 //! Property tests of the decoders that read client input on the socket path: the `message`
 //! envelope, room arguments and room ids, user and tenant ids, and where the token comes from.
 //! Each decoder must never panic, whatever JSON or text arrives, and accept exactly the
-//! contract's grammar (PROTOCOL.md §2, §4, §5, §11), written out again here independently.
+//! contract's grammar (PROTOCOL.md §2, §4, §5), written out again here independently.
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::domain::ids::RoomKey;
@@ -13,6 +13,114 @@ use crate::domain::ids::RoomKey;
 const CONNECTION_BUCKETS: [f64; 9] = [1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0];
 const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Every family the gateway exports through the recorder: name, Prometheus type, help text.
+/// Each is described at install and its `# HELP`/`# TYPE` lines are rendered from the start,
+/// before its first sample (PROTOCOL §10): the exporter prints a family only once it has a
+/// series, so `render` adds the families it left out. A metric emitted below must be listed
+/// here (a unit test checks it).
+const FAMILIES: &[(&str, &str, &str)] = &[
+    (
+        "websocket_connections_total",
+        "gauge",
+        "Live Socket.IO connections on this node, by tenant",
+    ),
+    (
+        "websocket_messages_total",
+        "counter",
+        "Accepted `message` events, by type and tenant",
+    ),
+    (
+        "websocket_connection_duration_seconds",
+        "histogram",
+        "How long closed connections lasted",
+    ),
+    (
+        "websocket_connect_refused_total",
+        "counter",
+        "Refused CONNECTs to /ws, by reason",
+    ),
+    (
+        "websocket_errors_total",
+        "counter",
+        "Errors answered to clients, by code",
+    ),
+    (
+        "websocket_rate_limited_total",
+        "counter",
+        "Events dropped by the per-user rate limit",
+    ),
+    (
+        "websocket_dropped_packets_total",
+        "counter",
+        "Packets dropped because a socket's send buffer was full",
+    ),
+    (
+        "websocket_delivery_latency_seconds",
+        "histogram",
+        "From a chat message's creation to its hand-off to the sockets' buffers",
+    ),
+    (
+        "aegisx_http_errors_total",
+        "counter",
+        "Errors answered by the HTTP API, by code",
+    ),
+    (
+        "aegisx_storage_latency_seconds",
+        "histogram",
+        "Latency of store calls, by operation and result",
+    ),
+    (
+        "aegisx_bus_connected",
+        "gauge",
+        "1 when the bus is connected, by bus kind",
+    ),
+    (
+        "aegisx_fanout_queue_depth",
+        "gauge",
+        "Deliveries waiting in the fan-out queue",
+    ),
+    (
+        "aegisx_chat_write_queue_depth",
+        "gauge",
+        "Chat messages waiting for the chat writer",
+    ),
+    (
+        "aegisx_http_connections",
+        "gauge",
+        "HTTP connections being served (long-polling and API; websockets not)",
+    ),
+    (
+        "aegisx_presence_announcements_total",
+        "counter",
+        "Presence announcements published, by audience (tenant-wide or watchers)",
+    ),
+    (
+        "websocket_slow_consumer_disconnects_total",
+        "counter",
+        "Sockets disconnected because their send buffer was full",
+    ),
+    (
+        "aegisx_auth_throttled_total",
+        "counter",
+        "Credentials turned away unchecked because their client IP failed too often, by surface",
+    ),
+    (
+        "aegisx_jwks_up",
+        "gauge",
+        "1 when the last JWKS fetch succeeded (JWKS mode only)",
+    ),
+    (
+        "aegisx_jwks_keys",
+        "gauge",
+        "Usable keys held from the JWKS",
+    ),
+    (
+        "aegisx_jwks_fetches_total",
+        "counter",
+        "JWKS fetches, by result",
+    ),
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -33,6 +141,13 @@ pub fn install() -> anyhow::Result<()> {
         .set_buckets_for_metric(Matcher::Suffix("latency_seconds".into()), &LATENCY_BUCKETS)?
         .install_recorder()?;
     let _ = HANDLE.set(handle);
+    for &(name, kind, help) in FAMILIES {
+        match kind {
+            "counter" => describe_counter!(name, help),
+            "gauge" => describe_gauge!(name, help),
+            _ => describe_histogram!(name, help),
+        }
+    }
     // Label-less series exist from the start, so `rate()` sees their first increment.
     counter!("websocket_rate_limited_total").absolute(0);
     counter!("websocket_dropped_packets_total").absolute(0);
@@ -59,6 +174,7 @@ pub fn render(top_rooms: usize) -> String {
         .get()
         .map(PrometheusHandle::render)
         .unwrap_or_default();
+    add_empty_families(&mut out);
     let mut largest: Vec<(String, u64)> = rooms()
         .iter()
         .map(|(k, n)| (k.metric_label(), *n))
@@ -76,6 +192,22 @@ pub fn render(top_rooms: usize) -> String {
         ));
     }
     out
+}
+
+/// Appends `# HELP`/`# TYPE` for each family the exporter left out for want of a series.
+fn add_empty_families(out: &mut String) {
+    let rendered: std::collections::HashSet<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let missing: Vec<_> = FAMILIES
+        .iter()
+        .filter(|(name, _, _)| !rendered.contains(name))
+        .collect();
+    for (name, kind, help) in missing {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n\n"));
+    }
 }
 
 fn escape_label(v: &str) -> String {
@@ -210,4 +342,51 @@ pub fn auth_throttled(surface: &'static str) {
 /// Sockets disconnected because their send buffer was full (a client that cannot keep up).
 pub fn slow_consumer_disconnects(n: u64) {
     counter!("websocket_slow_consumer_disconnects_total").increment(n);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name given to `counter!`, `gauge!` or `histogram!` in this file.
+    fn emitted() -> Vec<String> {
+        let src = include_str!("metrics.rs");
+        let mut names = Vec::new();
+        for mac in ["counter!(\"", "gauge!(\"", "histogram!(\""] {
+            for (i, _) in src.match_indices(mac) {
+                let rest = &src[i + mac.len()..];
+                if let Some(end) = rest.find('"') {
+                    names.push(rest[..end].to_owned());
+                }
+            }
+        }
+        names
+    }
+
+    #[test]
+    fn every_emitted_metric_is_described() {
+        let names = emitted();
+        assert!(
+            names.len() >= 10,
+            "the scan found too few metrics: {names:?}"
+        );
+        for name in names {
+            assert!(
+                FAMILIES.iter().any(|(n, _, _)| *n == name),
+                "{name} is emitted but not listed in FAMILIES"
+            );
+        }
+    }
+
+    #[test]
+    fn families_without_a_series_still_get_help_and_type() {
+        let mut out =
+            "# HELP websocket_errors_total x\n# TYPE websocket_errors_total counter\n".to_owned();
+        add_empty_families(&mut out);
+        assert_eq!(out.matches("# TYPE websocket_errors_total ").count(), 1);
+        for (name, kind, _) in FAMILIES {
+            assert!(out.contains(&format!("# HELP {name} ")), "{name}");
+            assert!(out.contains(&format!("# TYPE {name} {kind}\n")), "{name}");
+        }
+    }
 }

@@ -71,6 +71,11 @@ pub enum Joined {
 }
 
 impl ChatService {
+    /// Longest message accepted, in characters (`MAX_MESSAGE_LENGTH`).
+    pub fn max_message_len(&self) -> usize {
+        self.limits.max_message_len
+    }
+
     /// Starts the writer task. It ends when every `ChatService` clone is dropped, after
     /// finishing what was queued (so a graceful shutdown loses no acknowledged write).
     pub fn start(

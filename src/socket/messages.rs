@@ -67,7 +67,7 @@ pub async fn handle(
 }
 
 /// `{ type, data }`: a missing or non-string `type` is `INVALID_PAYLOAD`; `data` may be absent.
-fn envelope(data: Option<Value>) -> Result<(String, Value), DomainError> {
+pub(crate) fn envelope(data: Option<Value>) -> Result<(String, Value), DomainError> {
     let Some(Value::Object(mut obj)) = data else {
         return Err(DomainError::invalid(
             "message expects an object { type, data }",

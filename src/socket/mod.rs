@@ -4,6 +4,8 @@
 
 pub mod connect;
 pub mod deadlines;
+#[cfg(test)]
+mod decoder_props;
 pub mod guard;
 pub mod messages;
 pub mod presence;

@@ -77,6 +77,7 @@ pub fn router(state: AppState, keys: &[SecretString]) -> Option<Router> {
     if digests.is_empty() {
         return None;
     }
+    let state_for_doc = state.clone();
     let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(publish::publish))
         .routes(routes!(notifications::create))
@@ -88,7 +89,7 @@ pub fn router(state: AppState, keys: &[SecretString]) -> Option<Router> {
         .routes(routes!(presence::presence))
         .with_state(state.clone())
         .split_for_parts();
-    let doc = Arc::new(doc);
+    let doc = Arc::new(document(doc, &state_for_doc));
     let authed = api.layer(axum::middleware::from_fn_with_state(
         (ApiKeys(Arc::new(digests)), state),
         require_key,
@@ -105,6 +106,17 @@ pub fn router(state: AppState, keys: &[SecretString]) -> Option<Router> {
             .merge(authed)
             .fallback(|| async { ApiError::NoRoute }),
     )
+}
+
+/// The served document: utoipa's, plus the constraints its attributes cannot express, so that
+/// it states every rule the handlers enforce (a schema fuzzer checks both agree).
+fn document(doc: utoipa::openapi::OpenApi, app: &AppState) -> serde_json::Value {
+    let mut doc = serde_json::to_value(doc).unwrap_or_default();
+    publish::refine_schema(&mut doc);
+    if let Some(message) = doc.pointer_mut("/components/schemas/PostMessage/properties/message") {
+        message["maxLength"] = app.chat.max_message_len().into();
+    }
+    doc
 }
 
 /// The API key check. A client IP past `API_KEY_FAILURES_PER_IP_PER_MINUTE` failures gets 429

@@ -14,11 +14,16 @@ use crate::domain::events::Notification;
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateNotification {
+    #[schema(min_length = 1, max_length = 128)]
     user_id: String,
+    #[schema(max_length = 128)]
     tenant_id: Option<String>,
+    #[schema(min_length = 1, max_length = 256)]
     title: String,
+    #[schema(min_length = 1, max_length = 4000)]
     message: String,
     #[serde(rename = "type")]
+    #[schema(min_length = 1, max_length = 64)]
     kind: String,
 }
 
@@ -39,16 +44,18 @@ pub async fn create(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only unread ones.
     unread: Option<bool>,
     /// 1 to 1000, default 50.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
 /// A user's stored notifications, newest first: `{ notifications: [...] }`.
 #[utoipa::path(get, path = "/users/{userId}/notifications",
-    params(("userId" = String, Path), ListQuery),
+    params(("userId" = String, Path, min_length = 1, max_length = 128), ListQuery),
     responses((status = 200, description = "{ notifications: [Notification] }"), (status = 400), (status = 401)))]
 pub async fn list(
     State(app): State<AppState>,

@@ -23,19 +23,23 @@ fn room_key(room: &str, tenant: Option<&str>) -> Result<RoomKey, ApiError> {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryQuery {
     /// Tenant scope; omitted means the no-tenant scope.
+    #[param(max_length = 128)]
     tenant_id: Option<String>,
     /// Only messages with a smaller `seq` (pages backwards).
+    #[param(minimum = 1)]
     before: Option<i64>,
     /// 1 to 1000, default 50: the most recent ones.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
 /// Stored chat history, ascending by `seq`: `{ messages, nextBefore }`.
 #[utoipa::path(get, path = "/rooms/{roomId}/messages",
-    params(("roomId" = String, Path), HistoryQuery),
+    params(("roomId" = String, Path, pattern = "^(?!user:|tenant:)[A-Za-z0-9_.:-]{1,128}$"), HistoryQuery),
     responses((status = 200, description = "{ messages: [ChatMessage], nextBefore: seq | null }"), (status = 400), (status = 401)))]
 pub async fn history(
     State(app): State<AppState>,
@@ -60,15 +64,19 @@ pub async fn history(
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PostMessage {
+    #[schema(max_length = 128)]
     tenant_id: Option<String>,
+    #[schema(min_length = 1, max_length = 128)]
     user_id: String,
     /// Defaults to `userId`.
     user_name: Option<String>,
+    /// 1 to `MAX_MESSAGE_LENGTH` characters.
+    #[schema(min_length = 1)]
     message: String,
 }
 
 /// Store and deliver a chat message as a backend (bots, system messages); not rate-limited.
-#[utoipa::path(post, path = "/rooms/{roomId}/messages", params(("roomId" = String, Path)),
+#[utoipa::path(post, path = "/rooms/{roomId}/messages", params(("roomId" = String, Path, pattern = "^(?!user:|tenant:)[A-Za-z0-9_.:-]{1,128}$")),
     request_body = PostMessage,
     responses((status = 201, body = ChatMessage), (status = 400), (status = 401)))]
 pub async fn post_message(
@@ -87,15 +95,18 @@ pub async fn post_message(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantQuery {
     /// Tenant scope; omitted means the no-tenant scope.
+    #[param(max_length = 128)]
     tenant_id: Option<String>,
 }
 
 /// Let a user join a `private:` room.
 #[utoipa::path(put, path = "/rooms/{roomId}/members/{userId}",
-    params(("roomId" = String, Path), ("userId" = String, Path), TenantQuery),
+    params(("roomId" = String, Path, pattern = "^private:[A-Za-z0-9_.:-]{0,120}$", description = "A `private:` room: other rooms have no members"),
+        ("userId" = String, Path, min_length = 1, max_length = 128), TenantQuery),
     responses((status = 200, description = "{ granted: true, created: bool }"), (status = 400), (status = 401)))]
 pub async fn grant(
     State(app): State<AppState>,
@@ -110,7 +121,8 @@ pub async fn grant(
 
 /// Withdraw a `private:` room grant; the user's sockets that lose access leave it at once.
 #[utoipa::path(delete, path = "/rooms/{roomId}/members/{userId}",
-    params(("roomId" = String, Path), ("userId" = String, Path), TenantQuery),
+    params(("roomId" = String, Path, pattern = "^private:[A-Za-z0-9_.:-]{0,120}$", description = "A `private:` room: other rooms have no members"),
+        ("userId" = String, Path, min_length = 1, max_length = 128), TenantQuery),
     responses((status = 200, description = "{ revoked: bool }"), (status = 400), (status = 401)))]
 pub async fn revoke(
     State(app): State<AppState>,

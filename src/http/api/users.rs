@@ -8,7 +8,7 @@ use super::{ApiError, parse_user};
 use crate::app::AppState;
 
 /// Close every connection of the user, on every node: `{ disconnected: N }`.
-#[utoipa::path(post, path = "/users/{userId}/disconnect", params(("userId" = String, Path)),
+#[utoipa::path(post, path = "/users/{userId}/disconnect", params(("userId" = String, Path, min_length = 1, max_length = 128)),
     responses((status = 200, description = "{ disconnected: N }"), (status = 400), (status = 401)))]
 pub async fn disconnect(
     State(app): State<AppState>,

@@ -63,6 +63,37 @@ describe('HTTP API', () => {
     assert.equal((await api('/no/such/route')).json.error.message, 'No such endpoint');
   });
 
+  test('the OpenAPI document states the constraints the handlers enforce', async () => {
+    const doc = (await api('/openapi.json', { key: null })).json;
+    const param = (path, method, name) => doc.paths[path][method].parameters.find((p) => p.name === name);
+    // Members exist only for private: rooms, and the path says so.
+    const members = '/rooms/{roomId}/members/{userId}';
+    const room = new RegExp(param(members, 'put', 'roomId').schema.pattern);
+    assert.ok(room.test('private:team') && !room.test('general') && !room.test('0'));
+    assert.equal((await api('/rooms/general/members/u1', { method: 'PUT' })).status, 400);
+    assert.equal((await api('/rooms/private:team/members/u1', { method: 'PUT' })).status, 200);
+    const user = param(members, 'put', 'userId').schema;
+    assert.deepEqual([user.minLength, user.maxLength], [1, 128]);
+    // Query parameters are optional query parameters, not required path ones.
+    for (const name of ['tenantId']) {
+      const p = param(members, 'put', name);
+      assert.equal(p.in, 'query');
+      assert.notEqual(p.required, true);
+    }
+    const limit = param('/rooms/{roomId}/messages', 'get', 'limit');
+    assert.deepEqual([limit.in, limit.schema.minimum, limit.schema.maximum], ['query', 1, 1000]);
+    const history = new RegExp(param('/rooms/{roomId}/messages', 'get', 'roomId').schema.pattern);
+    assert.ok(history.test('general') && !history.test('user:x') && !history.test('a b'));
+    // Bodies: lengths, and the message limit as configured (MAX_MESSAGE_LENGTH, default 4000).
+    const s = doc.components.schemas;
+    assert.equal(s.CreateNotification.properties.userId.minLength, 1);
+    assert.equal(s.CreateNotification.properties.title.maxLength, 256);
+    assert.equal(s.PostMessage.properties.message.maxLength, 4000);
+    const targets = s.PublishRequest.properties.target.oneOf;
+    assert.equal(targets.length, 4);
+    assert.ok(s.PublishRequest.properties.event.not.enum.includes('chat_message'));
+  });
+
   test('malformed JSON and wrong shapes are 400 INVALID_PAYLOAD', async () => {
     const bad = await api('/notifications', { method: 'POST', body: '{not json' });
     assert.equal(bad.status, 400);

@@ -98,6 +98,32 @@ test('metrics after real traffic carry the blueprint names, labels, buckets and 
   }
 });
 
+test('a fresh server exports # HELP and # TYPE for every metric, before its first sample', async () => {
+  const { readFile } = await import('node:fs/promises');
+  const src = await readFile(new URL('../../../src/metrics.rs', import.meta.url), 'utf8');
+  const named = new Set([
+    ...[...src.matchAll(/\b(?:counter|gauge|histogram)!\(\s*"([a-z_]+)"/g)].map((m) => m[1]),
+    ...[...src.matchAll(/# TYPE ([a-z_]+) /g)].map((m) => m[1]),
+  ]);
+  assert.ok(named.has('websocket_messages_total') && named.has('websocket_connection_duration_seconds'));
+  const server = await startServer({});
+  try {
+    const text = (await request(`${server.url}/metrics`)).body;
+    const help = new Set([...text.matchAll(/^# HELP (\S+) \S/gm)].map((m) => m[1]));
+    const type = new Map([...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((m) => [m[1], m[2]]));
+    assert.deepEqual([...named].filter((n) => !help.has(n)), [], 'families without # HELP');
+    assert.deepEqual([...named].filter((n) => !type.has(n)), [], 'families without # TYPE');
+    assert.equal(type.get('websocket_messages_total'), 'counter');
+    assert.equal(type.get('websocket_connection_duration_seconds'), 'histogram');
+    assert.equal(type.get('websocket_connections_total'), 'gauge');
+    // Each family is announced once.
+    const types = [...text.matchAll(/^# TYPE (\S+)/gm)].map((m) => m[1]);
+    assert.equal(types.length, new Set(types).size);
+  } finally {
+    await server.stop();
+  }
+});
+
 test('the Grafana dashboard only queries metrics the gateway exports', async () => {
   const { readFile } = await import('node:fs/promises');
   const dashboard = JSON.parse(await readFile(new URL('../../../deploy/grafana-dashboard.json', import.meta.url), 'utf8'));

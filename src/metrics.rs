@@ -131,6 +131,11 @@ pub fn rate_limited() {
     counter!("websocket_rate_limited_total").increment(1);
 }
 
+/// A client event refused by the connection's budget: `rate`, `in_flight` or `replay`.
+pub fn event_refused(reason: &'static str) {
+    counter!("aegisx_events_refused_total", "reason" => reason).increment(1);
+}
+
 /// Packets dropped because a socket's buffer was full (a client that cannot keep up).
 pub fn dropped_packets(n: u64) {
     counter!("websocket_dropped_packets_total").increment(n);

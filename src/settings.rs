@@ -167,6 +167,36 @@ pub struct Settings {
     /// Seconds a graceful shutdown may take before the process exits anyway.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
     pub shutdown_timeout_secs: u64,
+    /// Milliseconds any database call may take (statement, lock wait, pooled connection, whole
+    /// call); past it the call fails with UNAVAILABLE / 503.
+    #[arg(long, env = "STORE_TIMEOUT_MS", default_value_t = 5000)]
+    pub store_timeout_ms: u64,
+    /// Client events (of any kind) one connection may send per second, on average; over it the
+    /// event is refused with RATE_LIMITED before it waits in line. Independent of
+    /// RATE_LIMIT_PER_MINUTE.
+    #[arg(long, env = "EVENTS_PER_SECOND_PER_CONNECTION", default_value_t = 100)]
+    pub events_per_second_per_connection: u32,
+    /// Client events one connection may send at once above that rate (the bucket's size).
+    #[arg(long, env = "EVENT_BURST_PER_CONNECTION", default_value_t = 200)]
+    pub event_burst_per_connection: u32,
+    /// Client events of one connection accepted but not yet answered; the next is refused with
+    /// RATE_LIMITED.
+    #[arg(long, env = "MAX_EVENTS_IN_FLIGHT", default_value_t = 200)]
+    pub max_events_in_flight: usize,
+    /// Replayed messages (`join_room` with `since`) one connection may receive per second, on
+    /// average; a join with `since` over it is refused with RATE_LIMITED.
+    #[arg(
+        long,
+        env = "REPLAY_MESSAGES_PER_SECOND_PER_CONNECTION",
+        default_value_t = 2000
+    )]
+    pub replay_messages_per_second_per_connection: u32,
+    /// Replayed messages one connection may receive at once above that rate.
+    #[arg(long, env = "REPLAY_BURST_PER_CONNECTION", default_value_t = 5000)]
+    pub replay_burst_per_connection: u32,
+    /// Replay reads running at once on the node; further joins with `since` wait for a slot.
+    #[arg(long, env = "MAX_CONCURRENT_REPLAYS", default_value_t = 16)]
+    pub max_concurrent_replays: usize,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -204,7 +234,7 @@ pub enum SettingsError {
 impl Settings {
     /// Checks the limits; key material is checked when the keys are loaded.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        let checks: [(&'static str, bool, &'static str); 9] = [
+        let checks: [(&'static str, bool, &'static str); 14] = [
             (
                 "RATE_LIMIT_PER_MINUTE",
                 self.rate_limit_per_minute >= 1,
@@ -250,6 +280,32 @@ impl Settings {
                 self.write_queue >= 1 && self.fanout_queue >= 1,
                 "at least 1 (and FANOUT_QUEUE)",
             ),
+            (
+                "STORE_TIMEOUT_MS",
+                self.store_timeout_ms >= 10,
+                "at least 10",
+            ),
+            (
+                "EVENTS_PER_SECOND_PER_CONNECTION",
+                self.events_per_second_per_connection >= 1 && self.event_burst_per_connection >= 1,
+                "at least 1 (and EVENT_BURST_PER_CONNECTION)",
+            ),
+            (
+                "MAX_EVENTS_IN_FLIGHT",
+                self.max_events_in_flight >= 1,
+                "at least 1",
+            ),
+            (
+                "REPLAY_MESSAGES_PER_SECOND_PER_CONNECTION",
+                self.replay_messages_per_second_per_connection >= 1
+                    && self.replay_burst_per_connection >= 1,
+                "at least 1 (and REPLAY_BURST_PER_CONNECTION)",
+            ),
+            (
+                "MAX_CONCURRENT_REPLAYS",
+                self.max_concurrent_replays >= 1,
+                "at least 1",
+            ),
         ];
         for (var, ok, rule) in checks {
             if !ok {
@@ -257,6 +313,10 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    pub fn store_timeout(&self) -> Duration {
+        Duration::from_millis(self.store_timeout_ms)
     }
 
     pub fn inactive_timeout(&self) -> Duration {
@@ -301,6 +361,25 @@ impl std::fmt::Debug for Settings {
             .field("fanout_queue", &self.fanout_queue)
             .field("room_metrics_top", &self.room_metrics_top)
             .field("shutdown_timeout_secs", &self.shutdown_timeout_secs)
+            .field("store_timeout_ms", &self.store_timeout_ms)
+            .field(
+                "events_per_second_per_connection",
+                &self.events_per_second_per_connection,
+            )
+            .field(
+                "event_burst_per_connection",
+                &self.event_burst_per_connection,
+            )
+            .field("max_events_in_flight", &self.max_events_in_flight)
+            .field(
+                "replay_messages_per_second_per_connection",
+                &self.replay_messages_per_second_per_connection,
+            )
+            .field(
+                "replay_burst_per_connection",
+                &self.replay_burst_per_connection,
+            )
+            .field("max_concurrent_replays", &self.max_concurrent_replays)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .finish()

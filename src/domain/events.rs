@@ -51,9 +51,20 @@ impl Notification {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum Target {
-    Room { key: RoomKey },
-    User { user: UserId },
-    Tenant { tenant: TenantId },
+    Room {
+        key: RoomKey,
+    },
+    User {
+        user: UserId,
+    },
+    /// The user's connections of one tenant only (what carries a tenant stays in it).
+    UserInTenant {
+        user: UserId,
+        tenant: TenantId,
+    },
+    Tenant {
+        tenant: TenantId,
+    },
     All,
 }
 

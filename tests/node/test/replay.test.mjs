@@ -133,6 +133,43 @@ describe('join_room with since', () => {
     assert.deepEqual(member.inbox.all('chat_message').map((m) => m.message), ['first', 'second']);
   });
 
+  test('a member rejoining with since while messages are in flight gets each message once, in order', async () => {
+    // Arrange
+    const { tenantId, roomId, sender } = await roomWithHistory(server, 0);
+    const member = await server.connect(server.token({ tenantId }));
+    await joinRoom(member, roomId);
+    const pending = Array.from({ length: 60 }, (_, i) => sendMessage(sender, 'send_message', { roomId, message: `f${i}` }, 30000));
+    await member.inbox.next('chat_message', (m) => m.message === 'f5', 30000);
+    const seen = member.inbox.all('chat_message').at(-1).seq;
+    // Act: since below what it already got live, while the rest of the flood is on its way
+    await joinRoom(member, roomId, { since: seen - 3 });
+    const acks = await Promise.all(pending);
+    const end = await chat(sender, roomId, 'end');
+    // Assert
+    await member.inbox.next('chat_message', (m) => m.id === end.id, 30000);
+    const expected = [...acks.map((a) => a.seq), end.seq].sort((x, y) => x - y);
+    assert.deepEqual(member.inbox.all('chat_message').map((m) => m.seq), expected, 'a duplicate, gap or disorder');
+  });
+
+  test('a member rejoining with since gets the older messages it never had, and none it got live', async () => {
+    // Arrange
+    const { tenantId, roomId, sender, acks } = await roomWithHistory(server, 2);
+    const member = await server.connect(server.token({ tenantId }));
+    await joinRoom(member, roomId);
+    const live = await chat(sender, roomId, 'live 1');
+    await member.inbox.next('chat_message', (m) => m.id === live.id);
+    // Act
+    await joinRoom(member, roomId, { since: 0 });
+    const after = await chat(sender, roomId, 'live 2');
+    // Assert
+    await member.inbox.next('chat_message', (m) => m.id === after.id);
+    assert.deepEqual(member.inbox.all('chat_message').map((m) => m.message), ['live 1', 'm1', 'm2', 'live 2']);
+    assert.deepEqual(
+      member.inbox.all('chat_message').map((m) => m.seq),
+      [live.seq, acks[0].seq, acks[1].seq, after.seq],
+    );
+  });
+
   for (const [what, since] of [
     ['a string', 'abc'],
     ['a negative number', -1],

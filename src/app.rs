@@ -134,7 +134,15 @@ impl Application {
             shutting_down: AtomicBool::new(false),
         }));
         let (layer, io) = crate::socket::build(&settings, state.clone());
-        crate::fanout::spawn(io.clone(), fanout_rx, settings.socket_buffer_packets);
+        crate::fanout::spawn(
+            io.clone(),
+            fanout_rx,
+            crate::fanout::FanoutLimits {
+                hold_cap: settings.socket_buffer_packets,
+                recent_per_room: settings.replay_cache_per_room,
+                max_replay: settings.max_replay as usize,
+            },
+        );
         deadline_task.spawn(io.clone(), settings.inactive_timeout());
         crate::socket::reaper::spawn(io.clone(), state.clone());
         let router = crate::http::router(&settings, state.clone(), layer)?;

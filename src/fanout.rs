@@ -3,7 +3,7 @@
 //! joins, in that same order, so a socket's live messages start at an exact point; and it holds
 //! a joining socket's room deliveries while its replay is read elsewhere (`FanoutCmd::Hold`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -24,13 +24,31 @@ use crate::socket::{NAMESPACE, reply};
 /// Rooms whose last delivered `seq` is remembered; past it the memory starts over (members keep
 /// what they have, see `track`).
 const MAX_TRACKED_ROOMS: usize = 100_000;
+/// Recent messages kept over all rooms; past it every room's are dropped (and refill).
+const MAX_RECENT_TOTAL: usize = 65_536;
 
-/// `hold_cap`: room deliveries held per joining socket before it counts as too slow.
-pub fn spawn(io: SocketIo, rx: FanoutReceiver, hold_cap: usize) -> tokio::task::JoinHandle<()> {
+/// Sizes the fan-out works with.
+#[derive(Debug, Clone, Copy)]
+pub struct FanoutLimits {
+    /// Room deliveries held per joining socket before it counts as too slow.
+    pub hold_cap: usize,
+    /// Recent `chat_message`s kept per room to answer replays without a store read (0: none).
+    pub recent_per_room: usize,
+    /// A replay longer than this is read from the store (`MAX_REPLAY`).
+    pub max_replay: usize,
+}
+
+pub fn spawn(
+    io: SocketIo,
+    rx: FanoutReceiver,
+    limits: FanoutLimits,
+) -> tokio::task::JoinHandle<()> {
     let fanout = Fanout {
         last: HashMap::new(),
         holds: HashMap::new(),
-        hold_cap,
+        recent: HashMap::new(),
+        recent_total: 0,
+        limits,
     };
     tokio::spawn(fanout.run(io, rx))
 }
@@ -40,7 +58,11 @@ struct Fanout {
     last: HashMap<RoomKey, i64>,
     /// Sockets joining with replay, whose room deliveries wait here.
     holds: HashMap<RoomKey, Vec<Hold>>,
-    hold_cap: usize,
+    /// The last `chat_message`s delivered per room, consecutive in `seq`: clients rejoining
+    /// with a recent `since` (a reconnect storm) are answered from here, not by the store.
+    recent: HashMap<RoomKey, VecDeque<(i64, Value)>>,
+    recent_total: usize,
+    limits: FanoutLimits,
 }
 
 struct Hold {
@@ -129,7 +151,7 @@ impl Fanout {
             }
             if let Some(holds) = self.holds.get_mut(key) {
                 for h in holds.iter_mut().filter(|h| !h.overflowed) {
-                    if h.held.len() >= self.hold_cap {
+                    if h.held.len() >= self.limits.hold_cap {
                         h.overflowed = true;
                         h.held = Vec::new();
                     } else {
@@ -173,6 +195,55 @@ impl Fanout {
                 .count();
             dropped(full, &d.event);
         }
+        if let Target::Room { key } = d.target
+            && d.event == "chat_message"
+            && let Some(seq) = d.data.get("seq").and_then(Value::as_i64)
+        {
+            self.remember(key, seq, d.data);
+        }
+    }
+
+    fn remember(&mut self, key: RoomKey, seq: i64, data: Value) {
+        if self.limits.recent_per_room == 0 {
+            return;
+        }
+        if self.recent_total >= MAX_RECENT_TOTAL {
+            self.recent.clear();
+            self.recent_total = 0;
+        }
+        let ring = self.recent.entry(key).or_default();
+        if ring.back().is_some_and(|(last, _)| *last + 1 != seq) {
+            // Not the next one (a restart, another writer): start over, so what is kept stays
+            // consecutive.
+            self.recent_total -= ring.len();
+            ring.clear();
+        }
+        ring.push_back((seq, data));
+        self.recent_total += 1;
+        if ring.len() > self.limits.recent_per_room {
+            ring.pop_front();
+            self.recent_total -= 1;
+        }
+    }
+
+    /// The replay `(since, upto]` from the recent messages, when they hold all of it.
+    fn recent_replay(&self, key: &RoomKey, since: i64, upto: Option<i64>) -> Option<Vec<Value>> {
+        let upto = upto?;
+        if upto <= since {
+            return Some(Vec::new());
+        }
+        let ring = self.recent.get(key)?;
+        let (first, _) = ring.front()?;
+        let (last, _) = ring.back()?;
+        if *first > since + 1 || *last < upto || (upto - since) as usize > self.limits.max_replay {
+            return None;
+        }
+        Some(
+            ring.iter()
+                .filter(|(seq, _)| *seq > since && *seq <= upto)
+                .map(|(_, v)| v.clone())
+                .collect(),
+        )
     }
 
     /// Remembers the room's last delivered `seq`. At the first delivery since the room was
@@ -185,6 +256,8 @@ impl Fanout {
         }
         if self.last.len() >= MAX_TRACKED_ROOMS {
             self.last.clear();
+            self.recent.clear();
+            self.recent_total = 0;
         }
         for s in ns.clone().to(key.adapter_room()).sockets() {
             if let Some(session) = s.extensions.get::<Arc<Session>>() {
@@ -207,7 +280,10 @@ impl Fanout {
         if !enter(&s, &j.key) {
             return Joined::SocketGone;
         }
-        Joined::Yes { had_after: None }
+        Joined::Yes {
+            had_after: None,
+            recent: None,
+        }
     }
 
     /// Counts the socket in the room but holds its deliveries until `release`.
@@ -227,13 +303,16 @@ impl Fanout {
         // A member rejoining: its deliveries are held as well, so the replay comes before them.
         s.leave(j.key.adapter_room());
         self.take_hold(&j.key, s.id);
+        let last_at_hold = self.last.get(&j.key).copied();
         self.holds.entry(j.key.clone()).or_default().push(Hold {
             sid: s.id,
             held: Vec::new(),
             overflowed: false,
-            last_at_hold: self.last.get(&j.key).copied(),
+            last_at_hold,
         });
-        Joined::Yes { had_after }
+        // Up to what the socket had already, or everything delivered so far.
+        let recent = self.recent_replay(&j.key, j.since, had_after.or(last_at_hold));
+        Joined::Yes { had_after, recent }
     }
 
     fn take_hold(&mut self, key: &RoomKey, sid: Sid) -> Option<Hold> {

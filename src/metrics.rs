@@ -136,6 +136,11 @@ pub fn event_refused(reason: &'static str) {
     counter!("aegisx_events_refused_total", "reason" => reason).increment(1);
 }
 
+/// A replay answered from the fan-out's `recent` messages or read from the `store`.
+pub fn replay_read(source: &'static str) {
+    counter!("aegisx_replay_reads_total", "source" => source).increment(1);
+}
+
 /// Packets dropped because a socket's buffer was full (a client that cannot keep up).
 pub fn dropped_packets(n: u64) {
     counter!("websocket_dropped_packets_total").increment(n);

@@ -197,6 +197,10 @@ pub struct Settings {
     /// Replay reads running at once on the node; further joins with `since` wait for a slot.
     #[arg(long, env = "MAX_CONCURRENT_REPLAYS", default_value_t = 16)]
     pub max_concurrent_replays: usize,
+    /// Last chat messages kept per room so a replay with a recent `since` needs no store read
+    /// (0: off). At most 65,536 are kept over all rooms.
+    #[arg(long, env = "REPLAY_CACHE_PER_ROOM", default_value_t = 32)]
+    pub replay_cache_per_room: usize,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -380,6 +384,7 @@ impl std::fmt::Debug for Settings {
                 &self.replay_burst_per_connection,
             )
             .field("max_concurrent_replays", &self.max_concurrent_replays)
+            .field("replay_cache_per_room", &self.replay_cache_per_room)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .finish()

@@ -51,15 +51,22 @@ pub enum FanoutCmd {
 pub struct JoinRoom {
     pub socket_id: String,
     pub key: RoomKey,
+    /// For a `Hold`: the replay starts after this `seq`.
+    pub since: i64,
     pub done: oneshot::Sender<Joined>,
 }
 
 /// What a `Join` or `Hold` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Joined {
-    /// For a `Hold` of a socket already in the room: `Some(seq)` when it has every message after
-    /// `seq`, so only older ones need replaying. `None`: replay as for a new member.
-    Yes { had_after: Option<i64> },
+    Yes {
+        /// For a `Hold` of a socket already in the room: `Some(seq)` when it has every message
+        /// after `seq`, so only older ones need replaying. `None`: replay as for a new member.
+        had_after: Option<i64>,
+        /// For a `Hold`: the whole replay (`chat_message` payloads), when the fan-out's recent
+        /// messages of the room cover it, so no store read is needed.
+        recent: Option<Vec<serde_json::Value>>,
+    },
     /// The socket is gone (disconnected, or closing).
     SocketGone,
 }

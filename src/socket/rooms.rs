@@ -90,7 +90,7 @@ async fn do_join(
         None => {
             // `joined_room` first: every live message after it is one the client expects.
             reply::emit(s, "joined_room", &json!({ "roomId": room_id }));
-            match fanout(app, FanoutCmd::Join, s, &key).await? {
+            match fanout(app, FanoutCmd::Join, s, &key, 0).await? {
                 Joined::Yes { .. } => {}
                 Joined::SocketGone => return Err(DomainError::Busy),
             }
@@ -110,12 +110,14 @@ async fn fanout(
     cmd: fn(JoinRoom) -> FanoutCmd,
     s: &SocketRef,
     key: &RoomKey,
+    since: i64,
 ) -> Result<Joined, DomainError> {
     let (done, rx) = oneshot::channel();
     app.fanout
         .send(cmd(JoinRoom {
             socket_id: s.id.to_string(),
             key: key.clone(),
+            since,
             done,
         }))
         .await
@@ -142,6 +144,12 @@ async fn release(
     rx.await.map_err(|_| DomainError::Busy)
 }
 
+/// A replay as `chat_message` payloads.
+struct Replayed {
+    messages: Vec<Value>,
+    truncated: bool,
+}
+
 /// Join with replay, without gap or duplicate, and without the chat writer: the fan-out first
 /// holds the socket's deliveries of the room (from an exact point in delivery order), the
 /// replay is read here (every message up to that point is committed, so the read has them all),
@@ -161,8 +169,8 @@ async fn join_with_replay(
     // Taken before the hold, so waiting for a slot holds back no deliveries.
     let slot = app.chat.replay_slot().await?;
     let was_in = session.is_in(key);
-    let had_after = match fanout(app, FanoutCmd::Hold, s, key).await? {
-        Joined::Yes { had_after } => had_after,
+    let (had_after, recent) = match fanout(app, FanoutCmd::Hold, s, key, since).await? {
+        Joined::Yes { had_after, recent } => (had_after, recent),
         Joined::SocketGone => return Err(DomainError::Busy),
     };
     let p = session.principal();
@@ -175,7 +183,27 @@ async fn join_with_replay(
         return Err(checked.err().unwrap_or(DomainError::AccessDenied));
     }
     // A member rejoining has everything after `had_after` already: replay only what is older.
-    let replay = match slot.read(key, since, had_after).await {
+    let read = match recent {
+        Some(messages) => {
+            crate::metrics::replay_read("recent");
+            Ok(Replayed {
+                messages,
+                truncated: false,
+            })
+        }
+        None => {
+            crate::metrics::replay_read("store");
+            slot.read(key, since, had_after).await.map(|r| Replayed {
+                messages: r
+                    .messages
+                    .iter()
+                    .filter_map(|m| serde_json::to_value(m).ok())
+                    .collect(),
+                truncated: r.truncated,
+            })
+        }
+    };
+    let replay = match read {
         Ok(r) => r,
         Err(e) => {
             // A member keeps its membership (and what it has); a new one is not joined.
@@ -198,12 +226,13 @@ async fn join_with_replay(
     }
     reply::emit(s, "joined_room", &joined);
     for m in &replay.messages {
-        match serde_json::to_value(m) {
-            Ok(v) => reply::emit(s, "chat_message", &v),
-            Err(e) => tracing::error!(error = %e, "cannot encode replayed message"),
-        }
+        reply::emit(s, "chat_message", m);
     }
-    let last = replay.messages.last().map_or(since, |m| m.seq.max(since));
+    let last = replay
+        .messages
+        .last()
+        .and_then(|m| m.get("seq").and_then(Value::as_i64))
+        .map_or(since, |seq| seq.max(since));
     let has_after = match (had_after, replay.truncated) {
         (Some(a), false) => Some(since.min(a)),
         (Some(a), true) => Some(a),

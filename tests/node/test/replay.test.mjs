@@ -8,13 +8,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { ack, chat, disconnected, expectFailure, joinRoom, sendMessage, startServer, uid } from './helpers.mjs';
+import { ack, chat, disconnected, expectFailure, joinRoom, request, sendMessage, startServer, uid } from './helpers.mjs';
 
 const MAX_REPLAY = 3;
 let server;
 let capped; // MAX_REPLAY=3
 before(async () => {
-  [server, capped] = await Promise.all([startServer(), startServer({ MAX_REPLAY })]);
+  [server, capped] = await Promise.all([startServer(), startServer({ MAX_REPLAY, REPLAY_CACHE_PER_ROOM: 0 })]);
 });
 afterEach(() => {
   server.closeClients();
@@ -183,6 +183,45 @@ describe('join_room with since', () => {
       await expectFailure(socket, 'join_room', { roomId: uid('room'), since }, 'INVALID_PAYLOAD');
     });
   }
+});
+
+describe('replays from recent messages (REPLAY_CACHE_PER_ROOM)', () => {
+  /** `aegisx_replay_reads_total` by source. */
+  async function replayReads(srv) {
+    const text = (await request(`${srv.url}/metrics`)).body;
+    const count = (source) => Number(text.match(new RegExp(`aegisx_replay_reads_total\\{source="${source}"\\} (\\d+)`))?.[1] ?? 0);
+    return { recent: count('recent'), store: count('store') };
+  }
+
+  test('clients rejoining with a recent since are answered without a store read, each with exactly its messages', async () => {
+    // Arrange: messages delivered live (so the fan-out has them)
+    const { tenantId, roomId, sender, acks } = await roomWithHistory(server, 6);
+    const before = await replayReads(server);
+    const joiners = await Promise.all([0, 1, 2].map(() => server.connect(server.token({ tenantId }))));
+    // Act
+    await Promise.all(joiners.map((j, i) => joinRoom(j, roomId, { since: acks[i + 2].seq })));
+    const live = await chat(sender, roomId, 'live');
+    // Assert
+    for (const [i, j] of joiners.entries()) {
+      await j.inbox.next('chat_message', (m) => m.id === live.id);
+      assert.deepEqual(j.inbox.all('chat_message').map((m) => m.seq), [...acks.slice(i + 3).map((a) => a.seq), live.seq]);
+    }
+    const after = await replayReads(server);
+    assert.equal(after.store, before.store, 'no store read');
+    assert.equal(after.recent, before.recent + 3);
+  });
+
+  test('a since older than the recent messages is read from the store', async () => {
+    // Arrange
+    const { tenantId, roomId, acks } = await roomWithHistory(capped, 2);
+    const before = await replayReads(capped);
+    const joiner = await capped.connect(capped.token({ tenantId }));
+    // Act: the capped server keeps no recent messages
+    await joinRoom(joiner, roomId, { since: 0 });
+    // Assert
+    await joiner.inbox.next('chat_message', (m) => m.id === acks[1].id);
+    assert.equal((await replayReads(capped)).store, before.store + 1);
+  });
 });
 
 describe('MAX_REPLAY', () => {

@@ -171,16 +171,16 @@ pub struct Settings {
     /// call); past it the call fails with UNAVAILABLE / 503.
     #[arg(long, env = "STORE_TIMEOUT_MS", default_value_t = 5000)]
     pub store_timeout_ms: u64,
-    /// Client events (of any kind) one connection may send per second, on average; over it the
-    /// event is refused with RATE_LIMITED before it waits in line. Independent of
-    /// RATE_LIMIT_PER_MINUTE.
+    /// Client events other than `message` (join_room, leave_room, refresh_token, unknown ones)
+    /// one connection may send per second, on average; over it the event is refused with
+    /// RATE_LIMITED before it waits in line. `message` has RATE_LIMIT_PER_MINUTE instead.
     #[arg(long, env = "EVENTS_PER_SECOND_PER_CONNECTION", default_value_t = 100)]
     pub events_per_second_per_connection: u32,
     /// Client events one connection may send at once above that rate (the bucket's size).
     #[arg(long, env = "EVENT_BURST_PER_CONNECTION", default_value_t = 200)]
     pub event_burst_per_connection: u32,
-    /// Client events of one connection accepted but not yet answered; the next is refused with
-    /// RATE_LIMITED.
+    /// Client events (of any kind, `message` too) of one connection accepted but not yet
+    /// answered; the next is refused with RATE_LIMITED.
     #[arg(long, env = "MAX_EVENTS_IN_FLIGHT", default_value_t = 200)]
     pub max_events_in_flight: usize,
     /// Replayed messages (`join_room` with `since`) one connection may receive per second, on

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use socketioxide::adapter::LocalAdapter;
-use socketioxide::extract::{AckSender, SocketRef, State};
+use socketioxide::extract::{AckSender, Event, SocketRef, State};
 use socketioxide::handler::FromMessageParts;
 use socketioxide::socket::Socket;
 use tokio::sync::oneshot;
@@ -225,12 +225,15 @@ impl Session {
     }
 
     /// Admits one client event against the connection's budgets, before it waits in line.
-    fn admit(&self, budget: &EventBudget) -> Result<(), DomainError> {
-        let allowed = self
-            .events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take(f64::from(budget.per_second), f64::from(budget.burst));
+    /// `message` events have their own per-user rate limit (`RATE_LIMIT_PER_MINUTE`, which a
+    /// deployment may raise for chat alone), so only the in-flight bound applies to them.
+    fn admit(&self, budget: &EventBudget, is_message: bool) -> Result<(), DomainError> {
+        let allowed = is_message
+            || self
+                .events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(f64::from(budget.per_second), f64::from(budget.burst));
         if !allowed {
             crate::metrics::event_refused("rate");
             return Err(DomainError::TooManyEvents);
@@ -273,7 +276,8 @@ pub struct EventBudget {
 /// in arrival order; each handler first waits for its predecessor to pass, then passes (or is
 /// dropped) once its order-relevant work is queued.
 ///
-/// Taking a turn first spends the connection's event budget: an event over it is answered
+/// Taking a turn first spends the connection's event budget (every event but `message`, which
+/// has the chat rate limit) and counts it in flight: an event over either is answered
 /// `RATE_LIMITED` (error event and ack) right away and its handler never runs.
 pub struct Turn {
     prev: Option<oneshot::Receiver<()>>,
@@ -327,7 +331,8 @@ impl FromMessageParts<LocalAdapter> for Turn {
         session.touch();
         let State(app) =
             State::<AppState>::from_message_parts(s, v, ack_id).map_err(|_| NoTurn::NoSession)?;
-        if let Err(e) = session.admit(&app.event_budget) {
+        let is_message = Event::from_message_parts(s, v, ack_id).is_ok_and(|e| e.0 == "message");
+        if let Err(e) = session.admit(&app.event_budget, is_message) {
             let Ok(ack) = AckSender::from_message_parts(s, v, ack_id);
             reply::fail(&SocketRef::from(s.clone()), ack, &e);
             return Err(NoTurn::Refused(e));

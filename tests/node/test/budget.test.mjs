@@ -1,8 +1,9 @@
 // The per-connection event budget (EVENTS_PER_SECOND_PER_CONNECTION with
-// EVENT_BURST_PER_CONNECTION, MAX_EVENTS_IN_FLIGHT) and the replay budget
-// (REPLAY_MESSAGES_PER_SECOND_PER_CONNECTION with REPLAY_BURST_PER_CONNECTION): every client
-// event counts, it is checked before the event waits in line, and over it the event is answered
-// RATE_LIMITED (error event and ack) while the socket stays up.
+// EVENT_BURST_PER_CONNECTION: every client event but `message`, which has RATE_LIMIT_PER_MINUTE;
+// MAX_EVENTS_IN_FLIGHT: every event) and the replay budget
+// (REPLAY_MESSAGES_PER_SECOND_PER_CONNECTION with REPLAY_BURST_PER_CONNECTION): checked before
+// the event waits in line; over it the event is answered RATE_LIMITED (error event and ack)
+// while the socket stays up.
 
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -68,21 +69,31 @@ describe('event budget per connection', () => {
     assert.equal(res.ok, true, JSON.stringify(res));
   });
 
-  test('a refused event is not handled: a refused send_message is not stored or delivered', async () => {
+  test('message events are not in this budget (they have RATE_LIMIT_PER_MINUTE): chat goes on past the burst', async () => {
     // Arrange
     const tenantId = uid('t');
     const roomId = uid('room');
     const socket = await burst.connect(burst.token({ tenantId }));
     await joinRoom(socket, roomId);
-    await chat(socket, roomId, 'one');
-    await chat(socket, roomId, 'two');
-    // Act
-    await expectFailure(socket, 'message', { type: 'send_message', data: { roomId, message: 'three' } }, 'RATE_LIMITED');
+    for (let i = 1; i < BURST; i++) await ack(socket, 'join_room', { roomId: uid('room') });
+    await expectFailure(socket, 'join_room', { roomId: uid('room') }, 'RATE_LIMITED');
+    // Act: the event budget is spent, chat is not in it
+    const acks = await Promise.all(Array.from({ length: BURST * 3 }, (_, i) => sendMessage(socket, 'send_message', { roomId, message: `m${i}` })));
     // Assert
-    const joiner = await burst.connect(burst.token({ tenantId }));
-    await joinRoom(joiner, roomId, { since: 0 });
-    await joiner.inbox.next('chat_message', (m) => m.message === 'two');
-    assert.deepEqual(joiner.inbox.all('chat_message').map((m) => m.message), ['one', 'two']);
+    assert.deepEqual(acks.map((a) => a.ok), acks.map(() => true), JSON.stringify(acks));
+  });
+
+  test('a refused event is not handled: a refused join_room joins nothing', async () => {
+    // Arrange
+    const tenantId = uid('t');
+    const roomId = uid('room');
+    const socket = await burst.connect(burst.token({ tenantId }));
+    for (let i = 0; i < BURST; i++) await ack(socket, 'join_room', { roomId: uid('room') });
+    // Act
+    await expectFailure(socket, 'join_room', { roomId }, 'RATE_LIMITED');
+    // Assert
+    const res = await sendMessage(socket, 'send_message', { roomId, message: 'x' });
+    assert.equal(res.error?.code, 'NOT_IN_ROOM', JSON.stringify(res));
   });
 });
 
@@ -135,7 +146,7 @@ test('the refusals are counted in aegisx_events_refused_total by reason', async 
   const socket = await burst.connect(burst.token({ tenantId: uid('t') }));
   for (let i = 0; i < BURST; i++) await ack(socket, 'join_room', { roomId: uid('room') });
   // Act
-  await sendMessage(socket, 'typing_start', { roomId: uid('room') });
+  await ack(socket, 'leave_room', { roomId: uid('room') });
   // Assert
   const text = (await request(`${burst.url}/metrics`)).body;
   assert.match(text, /aegisx_events_refused_total\{reason="rate"\} [1-9]/);

@@ -240,6 +240,17 @@ describe('what the store cannot hold', () => {
     });
   }
 
+  test('POST /api/v1/rooms/{roomId}/messages with a NUL in the message is 400', async () => {
+    // Act
+    const res = await request(`${server.url}/api/v1/rooms/${uid('room')}/messages`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${API_KEY}` },
+      body: { userId: uid('u'), message: 'a\u0000b' },
+    });
+    // Assert
+    assert.equal(res.status, 400, res.body);
+  });
+
   test('POST /api/v1/notifications with a NUL in userId is 400', async () => {
     // Act
     const res = await request(`${server.url}/api/v1/notifications`, {

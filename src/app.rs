@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::bus::local::LocalBus;
 use crate::domain::auth::TokenVerifier;
-use crate::domain::bus::{Bus, fanout_queue};
+use crate::domain::bus::{Bus, FanoutSender, fanout_queue};
 use crate::domain::chat::{ChatLimits, ChatService};
 use crate::domain::failure_limit::FailureLimiter;
 use crate::domain::notifications::NotificationService;
@@ -26,6 +26,7 @@ use crate::domain::store::Store;
 use crate::http::client_ip::TrustedProxies;
 use crate::settings::Settings;
 use crate::socket::deadlines::{self, Deadlines};
+use crate::socket::session::EventBudget;
 use crate::supervisor::Supervisor;
 
 /// Limits the adapters enforce themselves.
@@ -34,6 +35,9 @@ pub struct Limits {
     pub max_connections_per_user: usize,
     pub max_rooms_per_connection: usize,
     pub room_metrics_top: usize,
+    /// The replay budget of one connection, in messages.
+    pub replay_per_second: u32,
+    pub replay_burst: u32,
 }
 
 /// Everything a handler needs: the domain services and the ports. Cheap to clone.
@@ -51,6 +55,9 @@ pub struct AppInner {
     pub registry: Arc<dyn ConnectionRegistry>,
     pub rate_limiter: Arc<dyn RateLimiter>,
     pub bus: Arc<dyn Bus>,
+    /// This node's fan-out queue, for joins (which the fan-out applies in delivery order).
+    pub fanout: FanoutSender,
+    pub event_budget: EventBudget,
     pub store: Arc<dyn Store>,
     pub deadlines: Deadlines,
     /// Whose `X-Forwarded-For` names the client (`TRUSTED_PROXIES`).
@@ -98,7 +105,7 @@ impl Application {
     pub async fn build(settings: Settings, verifier: TokenVerifier) -> anyhow::Result<Self> {
         settings.validate()?;
         crate::metrics::install()?;
-        let store = crate::store::connect(&settings.database_url)
+        let store = crate::store::connect(&settings.database_url, settings.store_timeout())
             .await
             .with_context(|| {
                 format!(
@@ -111,21 +118,19 @@ impl Application {
         let limits = ChatLimits {
             max_message_len: settings.max_message_length,
             max_replay: settings.max_replay,
+            max_concurrent_replays: settings.max_concurrent_replays,
         };
         let mut supervisor = Supervisor::default();
-        let (chat, writer) = ChatService::start(
-            store.clone(),
-            bus.clone(),
-            fanout_tx,
-            limits,
-            settings.write_queue,
-        );
+        let (chat, writer) =
+            ChatService::start(store.clone(), bus.clone(), limits, settings.write_queue);
         let (deadlines, deadline_task) = deadlines::channel();
         let state = AppState(Arc::new(AppInner {
             limits: Limits {
                 max_connections_per_user: settings.max_connections_per_user,
                 max_rooms_per_connection: settings.max_rooms_per_connection,
                 room_metrics_top: settings.room_metrics_top,
+                replay_per_second: settings.replay_messages_per_second_per_connection,
+                replay_burst: settings.replay_burst_per_connection,
             },
             verifier,
             chat,
@@ -140,6 +145,12 @@ impl Application {
             registry: Arc::new(LocalRegistry::default()),
             rate_limiter: Arc::new(LocalRateLimiter::new(settings.rate_limit_per_minute)),
             bus,
+            fanout: fanout_tx,
+            event_budget: EventBudget {
+                per_second: settings.events_per_second_per_connection,
+                burst: settings.event_burst_per_connection,
+                max_in_flight: settings.max_events_in_flight,
+            },
             store,
             deadlines,
             trusted_proxies: TrustedProxies::parse(&settings.trusted_proxies)?,
@@ -151,7 +162,18 @@ impl Application {
         }));
         let (layer, io) = crate::socket::build(&settings, state.clone());
         supervisor.watch("chat writer", writer);
-        supervisor.watch("fanout", crate::fanout::spawn(io.clone(), fanout_rx));
+        supervisor.watch(
+            "fanout",
+            crate::fanout::spawn(
+                io.clone(),
+                fanout_rx,
+                crate::fanout::FanoutLimits {
+                    hold_cap: settings.socket_buffer_packets,
+                    recent_per_room: settings.replay_cache_per_room,
+                    max_replay: settings.max_replay as usize,
+                },
+            ),
+        );
         supervisor.watch(
             "deadlines",
             deadline_task.spawn(io.clone(), settings.inactive_timeout()),

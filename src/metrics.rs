@@ -107,6 +107,16 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "Credentials turned away unchecked because their client IP failed too often, by surface",
     ),
     (
+        "aegisx_events_refused_total",
+        "counter",
+        "Client events refused by the per-connection budgets, by reason",
+    ),
+    (
+        "aegisx_replay_reads_total",
+        "counter",
+        "Replays of join_room with since, by where they were read from",
+    ),
+    (
         "aegisx_jwks_up",
         "gauge",
         "1 when the last JWKS fetch succeeded (JWKS mode only)",
@@ -274,6 +284,16 @@ pub fn api_error(code: &'static str) {
 
 pub fn rate_limited() {
     counter!("websocket_rate_limited_total").increment(1);
+}
+
+/// A client event refused by the connection's budget: `rate`, `in_flight` or `replay`.
+pub fn event_refused(reason: &'static str) {
+    counter!("aegisx_events_refused_total", "reason" => reason).increment(1);
+}
+
+/// A replay answered from the fan-out's `recent` messages or read from the `store`.
+pub fn replay_read(source: &'static str) {
+    counter!("aegisx_replay_reads_total", "source" => source).increment(1);
 }
 
 /// Packets dropped because a socket's buffer was full (a client that cannot keep up).

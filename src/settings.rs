@@ -287,6 +287,40 @@ pub struct Settings {
     /// Empty: the TCP peer is the client.
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
+    /// Milliseconds any database call may take (statement, lock wait, pooled connection, whole
+    /// call); past it the call fails with UNAVAILABLE / 503.
+    #[arg(long, env = "STORE_TIMEOUT_MS", default_value_t = 5000)]
+    pub store_timeout_ms: u64,
+    /// Client events other than `message` (join_room, leave_room, refresh_token, unknown ones)
+    /// one connection may send per second, on average; over it the event is refused with
+    /// RATE_LIMITED before it waits in line. `message` has RATE_LIMIT_PER_MINUTE instead.
+    #[arg(long, env = "EVENTS_PER_SECOND_PER_CONNECTION", default_value_t = 100)]
+    pub events_per_second_per_connection: u32,
+    /// Client events one connection may send at once above that rate (the bucket's size).
+    #[arg(long, env = "EVENT_BURST_PER_CONNECTION", default_value_t = 200)]
+    pub event_burst_per_connection: u32,
+    /// Client events (of any kind, `message` too) of one connection accepted but not yet
+    /// answered; the next is refused with RATE_LIMITED.
+    #[arg(long, env = "MAX_EVENTS_IN_FLIGHT", default_value_t = 200)]
+    pub max_events_in_flight: usize,
+    /// Replayed messages (`join_room` with `since`) one connection may receive per second, on
+    /// average; a join with `since` over it is refused with RATE_LIMITED.
+    #[arg(
+        long,
+        env = "REPLAY_MESSAGES_PER_SECOND_PER_CONNECTION",
+        default_value_t = 2000
+    )]
+    pub replay_messages_per_second_per_connection: u32,
+    /// Replayed messages one connection may receive at once above that rate.
+    #[arg(long, env = "REPLAY_BURST_PER_CONNECTION", default_value_t = 5000)]
+    pub replay_burst_per_connection: u32,
+    /// Replay reads running at once on the node; further joins with `since` wait for a slot.
+    #[arg(long, env = "MAX_CONCURRENT_REPLAYS", default_value_t = 16)]
+    pub max_concurrent_replays: usize,
+    /// Last chat messages kept per room so a replay with a recent `since` needs no store read
+    /// (0: off). At most 65,536 are kept over all rooms.
+    #[arg(long, env = "REPLAY_CACHE_PER_ROOM", default_value_t = 32)]
+    pub replay_cache_per_room: usize,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -332,7 +366,7 @@ pub enum SettingsError {
 impl Settings {
     /// Checks the limits; key material is checked when the keys are loaded.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        let checks: [(&'static str, bool, &'static str); 11] = [
+        let checks: [(&'static str, bool, &'static str); 16] = [
             (
                 "RATE_LIMIT_PER_MINUTE",
                 self.rate_limit_per_minute >= 1,
@@ -388,6 +422,32 @@ impl Settings {
                 self.api_key_failures_per_ip_per_minute >= 1,
                 "at least 1",
             ),
+            (
+                "STORE_TIMEOUT_MS",
+                self.store_timeout_ms >= 10,
+                "at least 10",
+            ),
+            (
+                "EVENTS_PER_SECOND_PER_CONNECTION",
+                self.events_per_second_per_connection >= 1 && self.event_burst_per_connection >= 1,
+                "at least 1 (and EVENT_BURST_PER_CONNECTION)",
+            ),
+            (
+                "MAX_EVENTS_IN_FLIGHT",
+                self.max_events_in_flight >= 1,
+                "at least 1",
+            ),
+            (
+                "REPLAY_MESSAGES_PER_SECOND_PER_CONNECTION",
+                self.replay_messages_per_second_per_connection >= 1
+                    && self.replay_burst_per_connection >= 1,
+                "at least 1 (and REPLAY_BURST_PER_CONNECTION)",
+            ),
+            (
+                "MAX_CONCURRENT_REPLAYS",
+                self.max_concurrent_replays >= 1,
+                "at least 1",
+            ),
         ];
         for (var, ok, rule) in checks {
             if !ok {
@@ -439,6 +499,10 @@ impl Settings {
         }
         crate::http::client_ip::TrustedProxies::parse(&self.trusted_proxies)?;
         Ok(())
+    }
+
+    pub fn store_timeout(&self) -> Duration {
+        Duration::from_millis(self.store_timeout_ms)
     }
 
     pub fn inactive_timeout(&self) -> Duration {
@@ -510,6 +574,26 @@ impl std::fmt::Debug for Settings {
                 &self.api_key_failures_per_ip_per_minute,
             )
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("store_timeout_ms", &self.store_timeout_ms)
+            .field(
+                "events_per_second_per_connection",
+                &self.events_per_second_per_connection,
+            )
+            .field(
+                "event_burst_per_connection",
+                &self.event_burst_per_connection,
+            )
+            .field("max_events_in_flight", &self.max_events_in_flight)
+            .field(
+                "replay_messages_per_second_per_connection",
+                &self.replay_messages_per_second_per_connection,
+            )
+            .field(
+                "replay_burst_per_connection",
+                &self.replay_burst_per_connection,
+            )
+            .field("max_concurrent_replays", &self.max_concurrent_replays)
+            .field("replay_cache_per_room", &self.replay_cache_per_room)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .finish()

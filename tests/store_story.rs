@@ -7,6 +7,8 @@ use std::sync::Arc;
 use aegisx_realtime::domain::ids::{RoomId, RoomKey, TenantId, UserId};
 use aegisx_realtime::domain::store::{MarkRead, NewMessage, NewNotification, Store};
 
+const STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn key(tenant: Option<&str>, room: &str) -> RoomKey {
     RoomKey::new(
         TenantId::parse_optional(tenant).unwrap(),
@@ -97,7 +99,7 @@ async fn postgres() -> Option<Backend> {
 }
 
 async fn open(b: &Backend) -> Arc<dyn Store> {
-    aegisx_realtime::store::connect(&b.url)
+    aegisx_realtime::store::connect(&b.url, STORE_TIMEOUT)
         .await
         .unwrap_or_else(|e| panic!("{}: {e}", b.name))
 }
@@ -260,23 +262,34 @@ async fn notifications_are_listed_newest_first_and_read_by_their_recipient_only(
         );
         assert_eq!(list[0].tenant_id.as_deref(), Some("t"));
         let at = "2026-01-02T00:00:00.000Z";
+        let t = TenantId::parse_optional(Some("t")).unwrap();
+        let t = t.as_ref();
         assert_eq!(
             store
-                .mark_notification_read(&user("eve"), &ids[0], at)
+                .mark_notification_read(&user("eve"), t, &ids[0], at)
                 .await
                 .unwrap(),
             MarkRead::NotFound
         );
         assert_eq!(
-            store.mark_notification_read(&u, &ids[0], at).await.unwrap(),
-            MarkRead::Marked
+            store
+                .mark_notification_read(&u, t, &ids[0], at)
+                .await
+                .unwrap(),
+            MarkRead::Marked { scoped: true }
         );
         assert_eq!(
-            store.mark_notification_read(&u, &ids[0], at).await.unwrap(),
-            MarkRead::AlreadyRead
+            store
+                .mark_notification_read(&u, t, &ids[0], at)
+                .await
+                .unwrap(),
+            MarkRead::AlreadyRead { scoped: true }
         );
         assert_eq!(
-            store.mark_notification_read(&u, "nope", at).await.unwrap(),
+            store
+                .mark_notification_read(&u, t, "nope", at)
+                .await
+                .unwrap(),
             MarkRead::NotFound
         );
         let unread = store.list_notifications(&u, true, 50).await.unwrap();
@@ -337,11 +350,190 @@ async fn reopening_keeps_data_and_migrations_are_idempotent() {
 
 #[tokio::test]
 async fn unsupported_urls_are_refused_with_the_password_redacted() {
-    let err = aegisx_realtime::store::connect("mysql://u:hunter2@h/db")
+    let err = aegisx_realtime::store::connect("mysql://u:hunter2@h/db", STORE_TIMEOUT)
         .await
         .err()
         .unwrap();
     let text = err.to_string();
     assert!(text.contains("unsupported"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[tokio::test]
+async fn a_notification_with_a_tenant_is_read_only_from_that_tenant() {
+    for b in backends().await {
+        let store = open(&b).await;
+        let u = user("carol");
+        let (ta, tb) = (
+            TenantId::parse_optional(Some("a")).unwrap(),
+            TenantId::parse_optional(Some("b")).unwrap(),
+        );
+        let new = |tenant: Option<TenantId>| NewNotification {
+            id: uuid::Uuid::now_v7().to_string(),
+            user_id: u.clone(),
+            tenant,
+            title: "t".into(),
+            message: "m".into(),
+            kind: "info".into(),
+            timestamp: "2026-01-01T00:00:00.000Z".into(),
+        };
+        let scoped = store.insert_notification(&new(ta.clone())).await.unwrap();
+        let global = store.insert_notification(&new(None)).await.unwrap();
+        let at = "2026-01-02T00:00:00.000Z";
+        for from in [tb.as_ref(), None] {
+            assert_eq!(
+                store
+                    .mark_notification_read(&u, from, &scoped.id, at)
+                    .await
+                    .unwrap(),
+                MarkRead::NotFound,
+                "{} from {from:?}",
+                b.name
+            );
+        }
+        assert_eq!(
+            store
+                .mark_notification_read(&u, ta.as_ref(), &scoped.id, at)
+                .await
+                .unwrap(),
+            MarkRead::Marked { scoped: true },
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            store
+                .mark_notification_read(&u, tb.as_ref(), &global.id, at)
+                .await
+                .unwrap(),
+            MarkRead::Marked { scoped: false },
+            "{}",
+            b.name
+        );
+    }
+}
+
+/// PostgreSQL text cannot hold NUL: the whole batch fails, as a refusal (the database answered),
+/// which is why the domain refuses NUL up front and the chat writer retries a refused batch
+/// message by message. The same messages without the NUL commit.
+#[tokio::test]
+async fn postgres_refuses_a_batch_holding_a_nul_and_the_others_commit_alone() {
+    let Some(b) = postgres().await else { return };
+    let store = open(&b).await;
+    let k = key(Some("nul"), "general");
+    let batch = vec![msg(&k, "fine"), msg(&k, "bad\0nul"), msg(&k, "fine too")];
+    let err = store.append_messages(&batch).await.unwrap_err();
+    assert!(err.is_refusal(), "a refusal, not an outage: {err}");
+    assert!(store.messages_after(&k, 0, 10).await.unwrap().is_empty());
+    for m in [&batch[0], &batch[2]] {
+        store
+            .append_messages(std::slice::from_ref(m))
+            .await
+            .unwrap();
+    }
+    let seqs: Vec<i64> = store
+        .messages_after(&k, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(seqs, [1, 2], "the refused batch used no seq");
+}
+
+/// A database that stops answering without closing the connection: every call fails with
+/// `Timeout` within the store deadline instead of hanging, and works again once it answers.
+#[tokio::test]
+async fn a_silent_postgres_gives_timeouts_not_hangs() {
+    let Some(b) = postgres().await else { return };
+    // postgres://user@host:port/db…: route host:port through the proxy.
+    let start = b
+        .url
+        .find('@')
+        .map_or(b.url.find("://").unwrap() + 3, |i| i + 1);
+    let end = start + b.url[start..].find('/').unwrap();
+    let upstream = b.url[start..end].to_owned();
+    let proxy = FreezableProxy::start(upstream).await;
+    let url = format!("{}{}{}", &b.url[..start], proxy.addr, &b.url[end..]);
+    let timeout = std::time::Duration::from_millis(500);
+    let store = aegisx_realtime::store::connect(&url, timeout)
+        .await
+        .unwrap();
+    let k = key(Some("frozen"), "general");
+    store.append_messages(&[msg(&k, "before")]).await.unwrap();
+    proxy.freeze(true);
+    let started = std::time::Instant::now();
+    // Our deadline or the pool's (a pooled connection is pinged first): either way, an outage.
+    let err = store
+        .append_messages(&[msg(&k, "during")])
+        .await
+        .unwrap_err();
+    assert!(!err.is_refusal(), "{err}");
+    assert!(store.messages_after(&k, 0, 10).await.is_err());
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    proxy.freeze(false);
+    let mut ok = false;
+    for _ in 0..20 {
+        // The connections cut mid-call are replaced; a fresh one answers.
+        if store.append_messages(&[msg(&k, "after")]).await.is_ok() {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "the store recovers once the database answers again");
+}
+
+/// A TCP proxy that can stop forwarding (both ways) without closing anything.
+struct FreezableProxy {
+    addr: String,
+    frozen: tokio::sync::watch::Sender<bool>,
+}
+
+impl FreezableProxy {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (frozen, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pipe(cr, sw, rx.clone()));
+                tokio::spawn(pipe(sr, cw, rx.clone()));
+            }
+        });
+        Self { addr, frozen }
+    }
+
+    fn freeze(&self, on: bool) {
+        let _ = self.frozen.send(on);
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let Ok(n) = from.read(&mut buf).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        // Frozen: hold the bytes until thawed (the peer sees silence, not a close).
+        while *frozen.borrow_and_update() {
+            if frozen.changed().await.is_err() {
+                return;
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }

@@ -1,18 +1,19 @@
-//! Chat: sending a message (validate → store durably → deliver → ack), history, and joining a
-//! room with replay.
+//! Chat: sending a message (validate → store durably → deliver → ack), history, and the
+//! stored messages a `join_room { since }` replays.
 //!
-//! All chat writes and replay reads go through one writer task. It commits messages in groups
-//! (one transaction, so one fsync, per burst: "durable before ack" without one fsync each), then
-//! publishes them in `seq` order, then answers replay requests. Because a replay read runs after
-//! every earlier write is committed *and* queued to the fan-out, and its join is queued behind
-//! them, a joining socket sees each message exactly once: replayed or live, never both.
+//! All chat writes go through one writer task. It commits messages in groups (one transaction,
+//! so one fsync, per burst: "durable before ack" without one fsync each), then publishes them in
+//! `seq` order. A batch the database refuses is retried message by message, so one message the
+//! store cannot hold never fails the others. Replay reads do not go through the writer: they
+//! run concurrently (at most `max_concurrent_replays` at once), and the fan-out's hold on the
+//! joining socket keeps replayed and live messages from overlapping (see `socket/rooms.rs`).
 
 use std::sync::Arc;
 
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use crate::domain::bus::{Bus, FanoutCmd, FanoutSender, JoinReplay};
+use crate::domain::bus::Bus;
 use crate::domain::error::DomainError;
 use crate::domain::events::{BusMessage, ChatMessage, Delivery, Target};
 use crate::domain::ids::{RoomKey, UserId};
@@ -26,6 +27,8 @@ const MAX_BATCH: usize = 1024;
 pub struct ChatLimits {
     pub max_message_len: usize,
     pub max_replay: u32,
+    /// Replay reads running at once, node-wide (each holds up to `max_replay` messages).
+    pub max_concurrent_replays: usize,
 }
 
 enum WriterCmd {
@@ -35,12 +38,6 @@ enum WriterCmd {
     },
     /// Answered once everything queued before it is committed and handed to the fan-out.
     Flush(oneshot::Sender<()>),
-    Replay {
-        socket_id: String,
-        key: RoomKey,
-        since: i64,
-        reply: oneshot::Sender<Result<oneshot::Receiver<bool>, DomainError>>,
-    },
 }
 
 #[derive(Clone)]
@@ -50,6 +47,7 @@ pub struct ChatService {
     writer: mpsc::Sender<WriterCmd>,
     store: Arc<dyn Store>,
     limits: ChatLimits,
+    replays: Arc<Semaphore>,
 }
 
 /// A queued chat message.
@@ -62,12 +60,50 @@ impl Pending {
     }
 }
 
-/// What a replayed join did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Joined {
-    Yes,
-    /// The socket disconnected before it could be joined.
-    SocketGone,
+/// Stored messages for a replay, in `seq` order.
+#[derive(Debug, Default)]
+pub struct Replay {
+    pub messages: Vec<ChatMessage>,
+    /// More messages matched than `MAX_REPLAY`: only the first ones are here.
+    pub truncated: bool,
+}
+
+/// The right to run one replay read (see `ChatService::replay_slot`).
+pub struct ReplaySlot {
+    _permit: OwnedSemaphorePermit,
+    store: Arc<dyn Store>,
+    max_replay: u32,
+}
+
+impl ReplaySlot {
+    /// The messages of the room with `since < seq <= upto` (no upper bound when `None`), at
+    /// most `MAX_REPLAY` of them, the first ones.
+    pub async fn read(
+        &self,
+        key: &RoomKey,
+        since: i64,
+        upto: Option<i64>,
+    ) -> Result<Replay, DomainError> {
+        if upto.is_some_and(|u| u <= since) {
+            return Ok(Replay::default());
+        }
+        let started = std::time::Instant::now();
+        let read = self
+            .store
+            .messages_after(key, since, self.max_replay + 1)
+            .await;
+        crate::metrics::storage_latency("messages_after", started.elapsed(), read.is_ok());
+        let mut messages = read?;
+        if let Some(upto) = upto {
+            messages.retain(|m| m.seq <= upto);
+        }
+        let truncated = messages.len() > self.max_replay as usize;
+        messages.truncate(self.max_replay as usize);
+        Ok(Replay {
+            messages,
+            truncated,
+        })
+    }
 }
 
 impl ChatService {
@@ -81,23 +117,23 @@ impl ChatService {
     pub fn start(
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
-        fanout: FanoutSender,
         limits: ChatLimits,
         queue: usize,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(queue);
-        let task = tokio::spawn(writer_loop(rx, store.clone(), bus, fanout, limits));
+        let task = tokio::spawn(writer_loop(rx, store.clone(), bus));
         (
             Self {
                 writer: tx,
                 store,
                 limits,
+                replays: Arc::new(Semaphore::new(limits.max_concurrent_replays.max(1))),
             },
             task,
         )
     }
 
-    /// Messages (and replays) waiting for the writer.
+    /// Messages waiting for the writer.
     pub fn queue_depth(&self) -> usize {
         self.writer.max_capacity() - self.writer.capacity()
     }
@@ -119,11 +155,22 @@ impl ChatService {
                 self.limits.max_message_len
             )));
         }
+        // PostgreSQL text cannot hold NUL: refused here rather than failing in the store.
+        if message.contains('\0') {
+            return Err(DomainError::invalid(
+                "message must not contain NUL characters",
+            ));
+        }
         let msg = NewMessage {
             id: uuid::Uuid::now_v7().to_string(),
             key,
             user_id,
-            user_name,
+            // A display name (from the token or a trusted backend): made storable, not refused.
+            user_name: if user_name.contains('\0') {
+                user_name.replace('\0', "\u{FFFD}")
+            } else {
+                user_name
+            },
             message,
             timestamp: now_rfc3339(),
         };
@@ -149,28 +196,19 @@ impl ChatService {
             .await
     }
 
-    /// Replays the stored messages after `since` to the socket, then joins it to the room.
-    /// Returns once the socket is in the room.
-    pub async fn join_with_replay(
-        &self,
-        socket_id: String,
-        key: RoomKey,
-        since: i64,
-    ) -> Result<Joined, DomainError> {
-        let (reply, rx) = oneshot::channel();
-        self.writer
-            .send(WriterCmd::Replay {
-                socket_id,
-                key,
-                since,
-                reply,
-            })
+    /// Waits for one of the node's replay slots: replays read concurrently, but only so many
+    /// at once, so a reconnect storm cannot hold thousands of replays in memory.
+    pub async fn replay_slot(&self) -> Result<ReplaySlot, DomainError> {
+        let permit = self
+            .replays
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| DomainError::Busy)?;
-        let joined = rx.await.map_err(|_| DomainError::Busy)??;
-        Ok(match joined.await {
-            Ok(true) => Joined::Yes,
-            _ => Joined::SocketGone,
+        Ok(ReplaySlot {
+            _permit: permit,
+            store: self.store.clone(),
+            max_replay: self.limits.max_replay,
         })
     }
 
@@ -201,18 +239,13 @@ pub fn chat_delivery(m: &ChatMessage, key: &RoomKey) -> BusMessage {
     })
 }
 
-async fn writer_loop(
-    mut rx: mpsc::Receiver<WriterCmd>,
-    store: Arc<dyn Store>,
-    bus: Arc<dyn Bus>,
-    fanout: FanoutSender,
-    limits: ChatLimits,
-) {
+type Reply = oneshot::Sender<Result<ChatMessage, DomainError>>;
+
+async fn writer_loop(mut rx: mpsc::Receiver<WriterCmd>, store: Arc<dyn Store>, bus: Arc<dyn Bus>) {
     let mut cmds = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut cmds, MAX_BATCH).await > 0 {
         let mut appends = Vec::new();
         let mut replies = Vec::new();
-        let mut replays = Vec::new();
         let mut flushes = Vec::new();
         for cmd in cmds.drain(..) {
             match cmd {
@@ -221,23 +254,10 @@ async fn writer_loop(
                     replies.push(reply);
                 }
                 WriterCmd::Flush(done) => flushes.push(done),
-                WriterCmd::Replay { .. } => replays.push(cmd),
             }
         }
         if !appends.is_empty() {
-            commit_and_publish(&*store, &*bus, &appends, replies).await;
-        }
-        for cmd in replays {
-            if let WriterCmd::Replay {
-                socket_id,
-                key,
-                since,
-                reply,
-            } = cmd
-            {
-                let res = replay(&*store, &fanout, socket_id, key, since, limits.max_replay).await;
-                let _ = reply.send(res);
-            }
+            commit_and_publish(&*store, &*bus, appends, replies).await;
         }
         for done in flushes {
             let _ = done.send(());
@@ -245,59 +265,258 @@ async fn writer_loop(
     }
 }
 
+/// Commits the batch, publishes it in order, answers each sender. A batch the database refused
+/// (as opposed to one it could not be reached for) is retried one message at a time, so one bad
+/// message fails alone.
 async fn commit_and_publish(
     store: &dyn Store,
     bus: &dyn Bus,
-    batch: &[NewMessage],
-    replies: Vec<oneshot::Sender<Result<ChatMessage, DomainError>>>,
+    batch: Vec<NewMessage>,
+    replies: Vec<Reply>,
 ) {
+    let e = match append(store, &batch).await {
+        Ok(stored) => return publish(bus, stored, &batch, replies).await,
+        Err(e) => e,
+    };
+    if batch.len() > 1 && e.is_refusal() {
+        tracing::warn!(error = %e, count = batch.len(), "chat batch refused; retrying one by one");
+        for (m, reply) in batch.into_iter().zip(replies) {
+            let one = std::slice::from_ref(&m);
+            match append(store, one).await {
+                Ok(stored) => publish(bus, stored, one, vec![reply]).await,
+                Err(e) => fail(&e, vec![reply]),
+            }
+        }
+        return;
+    }
+    fail(&e, replies);
+}
+
+async fn append(
+    store: &dyn Store,
+    batch: &[NewMessage],
+) -> Result<Vec<ChatMessage>, crate::domain::store::StoreError> {
     let started = std::time::Instant::now();
     let stored = store.append_messages(batch).await;
     crate::metrics::storage_latency("append_messages", started.elapsed(), stored.is_ok());
-    match stored {
-        Ok(stored) => {
-            for ((m, new), reply) in stored.into_iter().zip(batch).zip(replies) {
-                // Delivery before the ack: the sender sees its own message in room order.
-                if bus.publish(chat_delivery(&m, &new.key)).await.is_err() {
-                    tracing::warn!("fan-out stopped; stored message not delivered live");
-                }
-                let _ = reply.send(Ok(m));
-            }
+    stored
+}
+
+async fn publish(
+    bus: &dyn Bus,
+    stored: Vec<ChatMessage>,
+    batch: &[NewMessage],
+    replies: Vec<Reply>,
+) {
+    for ((m, new), reply) in stored.into_iter().zip(batch).zip(replies) {
+        // Delivery before the ack: the sender sees its own message in room order.
+        if bus.publish(chat_delivery(&m, &new.key)).await.is_err() {
+            tracing::warn!("fan-out stopped; stored message not delivered live");
         }
-        Err(e) => {
-            tracing::error!(error = %e, count = batch.len(), "storing chat messages failed");
-            let msg = e.to_string();
-            for reply in replies {
-                let _ = reply.send(Err(DomainError::Unavailable(msg.clone())));
-            }
-        }
+        let _ = reply.send(Ok(m));
     }
 }
 
-async fn replay(
-    store: &dyn Store,
-    fanout: &FanoutSender,
-    socket_id: String,
-    key: RoomKey,
-    since: i64,
-    max_replay: u32,
-) -> Result<oneshot::Receiver<bool>, DomainError> {
-    let started = std::time::Instant::now();
-    let read = store.messages_after(&key, since, max_replay + 1).await;
-    crate::metrics::storage_latency("messages_after", started.elapsed(), read.is_ok());
-    let mut messages = read?;
-    let truncated = messages.len() > max_replay as usize;
-    messages.truncate(max_replay as usize);
-    let (done, rx) = oneshot::channel();
-    fanout
-        .send(FanoutCmd::JoinReplay(JoinReplay {
-            socket_id,
-            key,
-            messages,
-            truncated,
-            done,
-        }))
-        .await
-        .map_err(|_| DomainError::Busy)?;
-    Ok(rx)
+fn fail(e: &crate::domain::store::StoreError, replies: Vec<Reply>) {
+    tracing::error!(error = %e, count = replies.len(), "storing chat messages failed");
+    let msg = e.to_string();
+    for reply in replies {
+        let _ = reply.send(Err(DomainError::Unavailable(msg.clone())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::domain::bus::{FanoutCmd, fanout_queue};
+    use crate::domain::events::Notification;
+    use crate::domain::ids::{RoomId, TenantId};
+    use crate::domain::store::{MarkRead, NewNotification, StoreError};
+
+    #[derive(Debug)]
+    struct Refused;
+    impl std::fmt::Display for Refused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("invalid byte sequence for encoding \"UTF8\": 0x00")
+        }
+    }
+    impl std::error::Error for Refused {}
+    impl sqlx::error::DatabaseError for Refused {
+        fn message(&self) -> &str {
+            "invalid byte sequence"
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    /// Refuses (as PostgreSQL refuses a NUL) every batch holding a message that says "bad";
+    /// records the batch sizes it was asked to append.
+    #[derive(Default)]
+    struct PickyStore {
+        seq: Mutex<i64>,
+        batches: Mutex<Vec<usize>>,
+    }
+
+    #[async_trait]
+    impl Store for PickyStore {
+        async fn append_messages(
+            &self,
+            batch: &[NewMessage],
+        ) -> Result<Vec<ChatMessage>, StoreError> {
+            self.batches.lock().unwrap().push(batch.len());
+            if batch.iter().any(|m| m.message == "bad") {
+                return Err(StoreError::Database(sqlx::Error::Database(Box::new(
+                    Refused,
+                ))));
+            }
+            let mut seq = self.seq.lock().unwrap();
+            Ok(batch
+                .iter()
+                .map(|m| {
+                    *seq += 1;
+                    ChatMessage {
+                        id: m.id.clone(),
+                        seq: *seq,
+                        room_id: m.key.room.to_string(),
+                        user_id: m.user_id.to_string(),
+                        user_name: m.user_name.clone(),
+                        message: m.message.clone(),
+                        timestamp: m.timestamp.clone(),
+                    }
+                })
+                .collect())
+        }
+        async fn messages_after(
+            &self,
+            _: &RoomKey,
+            _: i64,
+            _: u32,
+        ) -> Result<Vec<ChatMessage>, StoreError> {
+            Ok(vec![])
+        }
+        async fn messages_before(
+            &self,
+            _: &RoomKey,
+            _: Option<i64>,
+            _: u32,
+        ) -> Result<Vec<ChatMessage>, StoreError> {
+            Ok(vec![])
+        }
+        async fn insert_notification(
+            &self,
+            _: &NewNotification,
+        ) -> Result<Notification, StoreError> {
+            unimplemented!()
+        }
+        async fn mark_notification_read(
+            &self,
+            _: &UserId,
+            _: Option<&TenantId>,
+            _: &str,
+            _: &str,
+        ) -> Result<MarkRead, StoreError> {
+            unimplemented!()
+        }
+        async fn list_notifications(
+            &self,
+            _: &UserId,
+            _: bool,
+            _: u32,
+        ) -> Result<Vec<Notification>, StoreError> {
+            unimplemented!()
+        }
+        async fn grant_room(&self, _: &RoomKey, _: &UserId, _: &str) -> Result<bool, StoreError> {
+            unimplemented!()
+        }
+        async fn revoke_room(&self, _: &RoomKey, _: &UserId) -> Result<bool, StoreError> {
+            unimplemented!()
+        }
+        async fn has_grant(&self, _: &RoomKey, _: &UserId) -> Result<bool, StoreError> {
+            unimplemented!()
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_batch_is_retried_one_by_one_so_only_the_bad_message_fails() {
+        let store = Arc::new(PickyStore::default());
+        let (fanout, mut delivered) = fanout_queue(64);
+        let bus: Arc<dyn Bus> = Arc::new(crate::bus::local::LocalBus::new(fanout));
+        let limits = ChatLimits {
+            max_message_len: 100,
+            max_replay: 10,
+            max_concurrent_replays: 1,
+        };
+        let (chat, _task) = ChatService::start(store.clone(), bus, limits, 64);
+        let key = RoomKey::new(None, RoomId::parse("r").unwrap());
+        let user = UserId::parse("u").unwrap();
+        // Queued before the writer runs, so the three land in one batch.
+        let mut pending = Vec::new();
+        for text in ["one", "bad", "two"] {
+            let p = chat
+                .submit(key.clone(), user.clone(), "U".into(), text.into())
+                .await
+                .unwrap();
+            pending.push(p);
+        }
+        let mut results = Vec::new();
+        for p in pending {
+            results.push(p.stored().await);
+        }
+        assert_eq!(store.batches.lock().unwrap().as_slice(), [3, 1, 1, 1]);
+        assert_eq!(results[0].as_ref().unwrap().seq, 1);
+        assert!(matches!(results[1], Err(DomainError::Unavailable(_))));
+        assert_eq!(results[2].as_ref().unwrap().seq, 2);
+        let mut live = Vec::new();
+        while let Ok(FanoutCmd::Bus(BusMessage::Deliver(d))) = delivered.try_recv() {
+            live.push(d.data["message"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(
+            live,
+            ["one", "two"],
+            "the good ones are delivered, in order"
+        );
+    }
+
+    #[tokio::test]
+    async fn nul_in_a_message_is_refused_before_the_store() {
+        let store = Arc::new(PickyStore::default());
+        let (fanout, _rx) = fanout_queue(8);
+        let bus: Arc<dyn Bus> = Arc::new(crate::bus::local::LocalBus::new(fanout));
+        let limits = ChatLimits {
+            max_message_len: 100,
+            max_replay: 10,
+            max_concurrent_replays: 1,
+        };
+        let (chat, _task) = ChatService::start(store.clone(), bus, limits, 8);
+        let key = RoomKey::new(None, RoomId::parse("r").unwrap());
+        let user = UserId::parse("u").unwrap();
+        let res = chat
+            .submit(key.clone(), user.clone(), "U".into(), "a\0b".into())
+            .await;
+        assert!(matches!(res, Err(DomainError::InvalidPayload(_))));
+        // A NUL in the display name is made storable instead.
+        let m = chat
+            .send(key, user, "U\0V".into(), "ok".into())
+            .await
+            .unwrap();
+        assert_eq!(m.user_name, "U\u{FFFD}V");
+        assert_eq!(store.batches.lock().unwrap().as_slice(), [1]);
+    }
 }

@@ -19,6 +19,15 @@ pub enum DomainError {
     TooManyWatches(usize),
     #[error("Rate limit exceeded")]
     RateLimited,
+    /// Over the connection's event budget (`EVENTS_PER_SECOND_PER_CONNECTION`).
+    #[error("Too many events, slow down")]
+    TooManyEvents,
+    /// Over `MAX_EVENTS_IN_FLIGHT`.
+    #[error("Too many events in flight: at most {0} unanswered per connection")]
+    TooManyInFlight(usize),
+    /// Over the connection's replay budget (`REPLAY_MESSAGES_PER_SECOND_PER_CONNECTION`).
+    #[error("Too many replayed messages, try again later")]
+    TooManyReplays,
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -46,7 +55,10 @@ impl DomainError {
             Self::TooManyRooms(_) => "TOO_MANY_ROOMS",
             Self::NotInRoom => "NOT_IN_ROOM",
             Self::TooManyWatches(_) => "TOO_MANY_WATCHES",
-            Self::RateLimited => "RATE_LIMITED",
+            Self::RateLimited
+            | Self::TooManyEvents
+            | Self::TooManyInFlight(_)
+            | Self::TooManyReplays => "RATE_LIMITED",
             Self::NotFound(_) => "NOT_FOUND",
             Self::InvalidToken(_) => "INVALID_TOKEN",
             Self::TokenExpired => "TOKEN_EXPIRED",

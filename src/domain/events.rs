@@ -57,6 +57,11 @@ pub enum Target {
     User {
         user: UserId,
     },
+    /// The user's connections of one tenant only (what carries a tenant stays in it).
+    UserInTenant {
+        user: UserId,
+        tenant: TenantId,
+    },
     Tenant {
         tenant: TenantId,
     },

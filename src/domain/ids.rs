@@ -16,7 +16,8 @@ pub struct UserId(String);
 impl UserId {
     pub fn parse(s: &str) -> Option<Self> {
         let n = s.chars().count();
-        (n > 0 && n <= MAX_ID_LEN).then(|| Self(s.to_owned()))
+        // NUL: PostgreSQL text cannot hold it, so no store could keep this id.
+        (n > 0 && n <= MAX_ID_LEN && !s.contains('\0')).then(|| Self(s.to_owned()))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -35,11 +36,14 @@ impl fmt::Display for UserId {
 pub struct TenantId(String);
 
 impl TenantId {
-    /// `None` for an absent or empty tenant (the no-tenant scope); `Err` when it is too long.
+    /// `None` for an absent or empty tenant (the no-tenant scope); `Err` when it is too long or
+    /// holds a NUL.
     pub fn parse_optional(s: Option<&str>) -> Result<Option<Self>, TenantTooLong> {
         match s {
             None | Some("") => Ok(None),
-            Some(s) if s.chars().count() <= MAX_ID_LEN => Ok(Some(Self(s.to_owned()))),
+            Some(s) if s.chars().count() <= MAX_ID_LEN && !s.contains('\0') => {
+                Ok(Some(Self(s.to_owned())))
+            }
             Some(_) => Err(TenantTooLong),
         }
     }
@@ -49,7 +53,7 @@ impl TenantId {
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("tenant id longer than {MAX_ID_LEN} characters")]
+#[error("tenant id longer than {MAX_ID_LEN} characters or containing NUL")]
 pub struct TenantTooLong;
 
 impl fmt::Display for TenantId {

@@ -47,7 +47,14 @@ impl NotificationService {
                     "{name} must be 1 to {max} characters"
                 )));
             }
+            // PostgreSQL text cannot hold NUL: refused here rather than failing in the store.
+            if value.contains('\0') {
+                return Err(DomainError::invalid(format!(
+                    "{name} must not contain NUL characters"
+                )));
+            }
         }
+        let target = for_user(&user, tenant.as_ref());
         let stored = self
             .store
             .insert_notification(&NewNotification {
@@ -60,21 +67,29 @@ impl NotificationService {
                 timestamp: now_rfc3339(),
             })
             .await?;
-        self.deliver(&user, "notification", stored.event_payload())
+        self.deliver(target, "notification", stored.event_payload())
             .await;
         Ok(stored)
     }
 
-    /// Marks the user's own notification read and tells every connection of the user.
-    pub async fn mark_read(&self, user: &UserId, id: &str) -> Result<(), DomainError> {
+    /// Marks the user's own notification read, from a connection of `tenant`: one stored with a
+    /// tenant only from that tenant (else `NOT_FOUND`). Tells the connections that got it.
+    pub async fn mark_read(
+        &self,
+        user: &UserId,
+        tenant: Option<&TenantId>,
+        id: &str,
+    ) -> Result<(), DomainError> {
         match self
             .store
-            .mark_notification_read(user, id, &now_rfc3339())
+            .mark_notification_read(user, tenant, id, &now_rfc3339())
             .await?
         {
             MarkRead::NotFound => Err(DomainError::NotFound("Notification not found".into())),
-            MarkRead::Marked | MarkRead::AlreadyRead => {
-                self.deliver(user, "notification_read", json!({ "notificationId": id }))
+            MarkRead::Marked { scoped } | MarkRead::AlreadyRead { scoped } => {
+                // Scoped: its tenant is the caller's (the store checked).
+                let target = for_user(user, tenant.filter(|_| scoped));
+                self.deliver(target, "notification_read", json!({ "notificationId": id }))
                     .await;
                 Ok(())
             }
@@ -93,9 +108,9 @@ impl NotificationService {
             .await?)
     }
 
-    async fn deliver(&self, user: &UserId, event: &str, data: serde_json::Value) {
+    async fn deliver(&self, target: Target, event: &str, data: serde_json::Value) {
         let msg = BusMessage::Deliver(Delivery {
-            target: Target::User { user: user.clone() },
+            target,
             event: event.into(),
             data,
         });
@@ -105,5 +120,17 @@ impl NotificationService {
                 "fan-out stopped; stored notification not delivered live"
             );
         }
+    }
+}
+
+/// A notification with a tenant goes to the user's connections of that tenant; one without, to
+/// all of them.
+fn for_user(user: &UserId, tenant: Option<&TenantId>) -> Target {
+    match tenant {
+        Some(t) => Target::UserInTenant {
+            user: user.clone(),
+            tenant: t.clone(),
+        },
+        None => Target::User { user: user.clone() },
     }
 }

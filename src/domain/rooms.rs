@@ -94,6 +94,15 @@ impl RoomPolicy {
         Ok(JoinDecision::Join(key))
     }
 
+    /// May this principal still be in the room? Asked again once a join is applied, so a revoke
+    /// that landed between `authorize_join` and the join cannot be overtaken by it.
+    pub async fn may_stay(&self, who: &Principal, key: &RoomKey) -> Result<bool, DomainError> {
+        if !key.room.is_private() || who.rooms.iter().any(|r| r == key.room.as_str()) {
+            return Ok(true);
+        }
+        Ok(self.store.has_grant(key, &who.user_id).await?)
+    }
+
     /// The key of a room a socket wants to leave or use; reserved rooms are never "joined"
     /// rooms, so naming them here is `INVALID_ROOM`.
     pub fn scoped(who: &Principal, room: RoomId) -> Result<RoomKey, DomainError> {

@@ -15,6 +15,17 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported DATABASE_URL scheme (expected sqlite:// or postgres://): {0}")]
     UnsupportedUrl(String),
+    /// The database did not answer within `STORE_TIMEOUT_MS`.
+    #[error("database did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+impl StoreError {
+    /// The database answered and refused this statement (bad data, a constraint, a conflict),
+    /// as opposed to being unreachable or slow: the same call with other data may succeed.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Database(sqlx::Error::Database(_)))
+    }
 }
 
 /// A chat message to append; the store assigns `seq` (and the row is durable on return).
@@ -39,11 +50,12 @@ pub struct NewNotification {
     pub timestamp: String,
 }
 
-/// What `mark_notification_read` found.
+/// What `mark_notification_read` found. `scoped`: the notification carries a tenant (so its
+/// `notification_read` goes only to that tenant's connections).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MarkRead {
-    Marked,
-    AlreadyRead,
+    Marked { scoped: bool },
+    AlreadyRead { scoped: bool },
     NotFound,
 }
 
@@ -71,9 +83,12 @@ pub trait Store: Send + Sync + 'static {
 
     async fn insert_notification(&self, n: &NewNotification) -> Result<Notification, StoreError>;
 
+    /// Marks the user's notification read when it is visible from `tenant`: one without a
+    /// tenant from anywhere, one with tenant T only from T (else `NotFound`).
     async fn mark_notification_read(
         &self,
         user: &UserId,
+        tenant: Option<&TenantId>,
         id: &str,
         at: &str,
     ) -> Result<MarkRead, StoreError>;

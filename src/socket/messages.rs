@@ -154,7 +154,9 @@ async fn typing(
 async fn mark_read(app: &AppState, p: &Principal, body: Value) -> Result<Value, DomainError> {
     let o = object(body, "{ notificationId }")?;
     let id = string_field(&o, "notificationId")?;
-    app.notifications.mark_read(&p.user_id, &id).await?;
+    app.notifications
+        .mark_read(&p.user_id, p.tenant.as_ref(), &id)
+        .await?;
     Ok(json!({ "notificationId": id }))
 }
 

@@ -6,8 +6,10 @@ use serde_json::{Map, Value, json};
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use tracing::Instrument;
 
+use tokio::sync::oneshot;
+
 use crate::app::AppState;
-use crate::domain::chat::Joined;
+use crate::domain::bus::{FanoutCmd, JoinRoom, Joined, Release, ReleaseJoin, Released};
 use crate::domain::error::DomainError;
 use crate::domain::ids::RoomKey;
 use crate::domain::rooms::{JoinDecision, RoomPolicy};
@@ -69,7 +71,8 @@ async fn do_join(
         ),
     };
     let room_id = room.to_string();
-    let key = match app.rooms.authorize_join(&session.principal(), room).await? {
+    let p = session.principal();
+    let key = match app.rooms.authorize_join(&p, room).await? {
         JoinDecision::AlreadyMember => {
             reply::emit(s, "joined_room", &json!({ "roomId": room_id }));
             return Ok(room_id);
@@ -80,26 +83,172 @@ async fn do_join(
     if !session.is_in(&key) && session.joined_count() >= max {
         return Err(DomainError::TooManyRooms(max));
     }
+    if !s.connected() {
+        return Err(DomainError::Busy);
+    }
     match since {
         None => {
             // `joined_room` first: every live message after it is one the client expects.
             reply::emit(s, "joined_room", &json!({ "roomId": room_id }));
-            s.join(key.adapter_room());
-            if session.add_room(key.clone()) {
-                crate::metrics::room_joined(&key);
+            match fanout(app, FanoutCmd::Join, s, &key, 0).await? {
+                Joined::Yes { .. } => {}
+                Joined::SocketGone => return Err(DomainError::Busy),
+            }
+            if !app.rooms.may_stay(&p, &key).await? {
+                leave_room(s, session, &key);
+                return Err(DomainError::AccessDenied);
             }
         }
-        Some(since) => {
-            let joined = app
-                .chat
-                .join_with_replay(s.id.to_string(), key, since)
-                .await?;
-            if joined == Joined::SocketGone {
-                return Err(DomainError::Busy);
-            }
-        }
+        Some(since) => join_with_replay(s, app, session, &key, since).await?,
     }
     Ok(room_id)
+}
+
+/// Sends a join command to the fan-out and waits for its answer.
+async fn fanout(
+    app: &AppState,
+    cmd: fn(JoinRoom) -> FanoutCmd,
+    s: &SocketRef,
+    key: &RoomKey,
+    since: i64,
+) -> Result<Joined, DomainError> {
+    let (done, rx) = oneshot::channel();
+    app.fanout
+        .send(cmd(JoinRoom {
+            socket_id: s.id.to_string(),
+            key: key.clone(),
+            since,
+            done,
+        }))
+        .await
+        .map_err(|_| DomainError::Busy)?;
+    rx.await.map_err(|_| DomainError::Busy)
+}
+
+async fn release(
+    app: &AppState,
+    s: &SocketRef,
+    key: &RoomKey,
+    join: Option<ReleaseJoin>,
+) -> Result<Released, DomainError> {
+    let (done, rx) = oneshot::channel();
+    app.fanout
+        .send(FanoutCmd::Release(Release {
+            socket_id: s.id.to_string(),
+            key: key.clone(),
+            join,
+            done,
+        }))
+        .await
+        .map_err(|_| DomainError::Busy)?;
+    rx.await.map_err(|_| DomainError::Busy)
+}
+
+/// A replay as `chat_message` payloads.
+struct Replayed {
+    messages: Vec<Value>,
+    truncated: bool,
+}
+
+/// Join with replay, without gap or duplicate, and without the chat writer: the fan-out first
+/// holds the socket's deliveries of the room (from an exact point in delivery order), the
+/// replay is read here (every message up to that point is committed, so the read has them all),
+/// sent, and then the fan-out sends what it held that the replay did not have, and joins.
+async fn join_with_replay(
+    s: &SocketRef,
+    app: &AppState,
+    session: &Session,
+    key: &RoomKey,
+    since: i64,
+) -> Result<(), DomainError> {
+    let budget = app.limits;
+    if !session.replay_allowed(budget.replay_per_second, budget.replay_burst) {
+        crate::metrics::event_refused("replay");
+        return Err(DomainError::TooManyReplays);
+    }
+    // Taken before the hold, so waiting for a slot holds back no deliveries.
+    let slot = app.chat.replay_slot().await?;
+    let was_in = session.is_in(key);
+    let (had_after, recent) = match fanout(app, FanoutCmd::Hold, s, key, since).await? {
+        Joined::Yes { had_after, recent } => (had_after, recent),
+        Joined::SocketGone => return Err(DomainError::Busy),
+    };
+    let p = session.principal();
+    let checked = app.rooms.may_stay(&p, key).await;
+    if !matches!(checked, Ok(true)) {
+        release(app, s, key, None).await?;
+        if was_in {
+            reply::emit(s, "left_room", &json!({ "roomId": key.room }));
+        }
+        return Err(checked.err().unwrap_or(DomainError::AccessDenied));
+    }
+    // A member rejoining has everything after `had_after` already: replay only what is older.
+    let read = match recent {
+        Some(messages) => {
+            crate::metrics::replay_read("recent");
+            Ok(Replayed {
+                messages,
+                truncated: false,
+            })
+        }
+        None => {
+            crate::metrics::replay_read("store");
+            slot.read(key, since, had_after).await.map(|r| Replayed {
+                messages: r
+                    .messages
+                    .iter()
+                    .filter_map(|m| serde_json::to_value(m).ok())
+                    .collect(),
+                truncated: r.truncated,
+            })
+        }
+    };
+    let replay = match read {
+        Ok(r) => r,
+        Err(e) => {
+            // A member keeps its membership (and what it has); a new one is not joined.
+            let keep = had_after.map(|a| ReleaseJoin {
+                skip_upto: i64::MIN,
+                has_after: Some(a),
+            });
+            if keep.is_none() && was_in {
+                reply::emit(s, "left_room", &json!({ "roomId": key.room }));
+            }
+            release(app, s, key, keep).await?;
+            return Err(e);
+        }
+    };
+    drop(slot);
+    session.charge_replay(replay.messages.len());
+    let mut joined = json!({ "roomId": key.room });
+    if replay.truncated {
+        joined["truncated"] = true.into();
+    }
+    reply::emit(s, "joined_room", &joined);
+    for m in &replay.messages {
+        reply::emit(s, "chat_message", m);
+    }
+    let last = replay
+        .messages
+        .last()
+        .and_then(|m| m.get("seq").and_then(Value::as_i64))
+        .map_or(since, |seq| seq.max(since));
+    let has_after = match (had_after, replay.truncated) {
+        (Some(a), false) => Some(since.min(a)),
+        (Some(a), true) => Some(a),
+        (None, false) => Some(since),
+        // A gap after the replay: the socket has only what is delivered from the hold on.
+        (None, true) => None,
+    };
+    let join = ReleaseJoin {
+        skip_upto: last,
+        has_after,
+    };
+    match release(app, s, key, Some(join)).await? {
+        Released::Joined => Ok(()),
+        Released::Revoked => Err(DomainError::AccessDenied),
+        Released::SocketGone | Released::Overflowed => Err(DomainError::Busy),
+    }
 }
 
 pub async fn leave(

@@ -1,19 +1,72 @@
 //! Per-socket state, kept in the socket's extensions (never in our own maps): who it is, which
 //! rooms it joined, when it was last active, and the order its events are handled in.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use socketioxide::adapter::Adapter;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::{AckSender, Event, SocketRef, State};
 use socketioxide::handler::FromMessageParts;
 use socketioxide::socket::Socket;
 use tokio::sync::oneshot;
 
+use crate::app::AppState;
 use crate::domain::auth::Principal;
+use crate::domain::error::DomainError;
 use crate::domain::ids::{RoomKey, UserId};
 use crate::domain::presence::{ConnectionInfo, Seat};
+use crate::socket::reply;
+
+/// What a socket has of a room it joined: every message with `seq` greater than this was (or
+/// is being) delivered to it. `None`: nothing was delivered to it live yet (the fan-out had not
+/// seen the room since it started); the fan-out fills it in at its first delivery.
+pub type HasAfter = Option<i64>;
+
+/// Outcome of `Session::add_room`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    New,
+    Already,
+    /// The disconnect cleanup ran: the socket must not join anything any more.
+    Closed,
+}
+
+/// A token bucket. Starts full; `rate` tokens a second refill it up to `burst`.
+#[derive(Debug, Default)]
+struct Bucket {
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+impl Bucket {
+    fn refill(&mut self, rate: f64, burst: f64) {
+        let now = Instant::now();
+        self.tokens = match self.at {
+            None => burst,
+            Some(at) => (self.tokens + now.duration_since(at).as_secs_f64() * rate).min(burst),
+        };
+        self.at = Some(now);
+    }
+
+    /// Takes one token if there is one.
+    fn take(&mut self, rate: f64, burst: f64) -> bool {
+        self.refill(rate, burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Default)]
+struct Joined {
+    rooms: HashMap<RoomKey, HasAfter>,
+    closed: bool,
+}
 
 pub struct Session {
     pub conn: ConnectionInfo,
@@ -25,14 +78,15 @@ pub struct Session {
     principal: RwLock<Arc<Principal>>,
     /// `exp` of the current token (seconds since the epoch), `i64::MAX` when it has none.
     exp: AtomicI64,
-    /// Rooms joined with `join_room` (not the socket's own user/tenant rooms).
-    // A std Mutex: held only for a set operation, never across an await.
-    joined: Mutex<HashSet<RoomKey>>,
     /// Users whose presence the socket watches (in its own tenant).
     // A std Mutex: held only for a set operation, never across an await.
     watched: Mutex<HashSet<UserId>>,
     /// The turn of the connect itself: every event waits until `connected` has been sent.
     first_turn: Mutex<Option<Turn>>,
+    /// Rooms joined with `join_room` (not the socket's own user/tenant rooms), and whether the
+    /// disconnect cleanup ran (under the same lock, so no join lands after it).
+    // A std Mutex: held only for a map operation, never across an await.
+    joined: Mutex<Joined>,
     pub connected_at: Instant,
     /// Milliseconds after `connected_at` of the last client event (pings do not count).
     last_activity_ms: AtomicU64,
@@ -41,6 +95,12 @@ pub struct Session {
     /// The receiver the next event waits on before it runs (see `Turn`).
     // A std Mutex: a pointer swap, in the socket's receive loop.
     tail: Mutex<Option<oneshot::Receiver<()>>>,
+    /// Client events accepted and not finished (live `Turn`s).
+    in_flight: AtomicUsize,
+    /// Client events per second (`EVENTS_PER_SECOND_PER_CONNECTION`).
+    events: Mutex<Bucket>,
+    /// Replayed messages per second (`REPLAY_MESSAGES_PER_SECOND_PER_CONNECTION`).
+    replayed: Mutex<Bucket>,
 }
 
 impl Session {
@@ -57,18 +117,23 @@ impl Session {
             presence: Seat::default(),
             exp: AtomicI64::new(principal.exp.unwrap_or(i64::MAX)),
             principal: RwLock::new(Arc::new(principal)),
-            joined: Mutex::new(HashSet::new()),
             watched: Mutex::new(HashSet::new()),
             first_turn: Mutex::new(None),
+            joined: Mutex::new(Joined::default()),
             connected_at: Instant::now(),
             last_activity_ms: AtomicU64::new(0),
             tail: Mutex::new(None),
             closed: std::sync::atomic::AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            events: Mutex::new(Bucket::default()),
+            replayed: Mutex::new(Bucket::default()),
         }
     }
 
-    /// True the first time only: the caller runs the disconnect cleanup.
+    /// True the first time only: the caller runs the disconnect cleanup. From then on the
+    /// socket joins no room (`add_room` answers `Closed`).
     pub fn mark_closed(&self) -> bool {
+        self.joined().closed = true;
         !self.closed.swap(true, Ordering::AcqRel)
     }
 
@@ -98,30 +163,59 @@ impl Session {
             + std::time::Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed))
     }
 
-    fn joined(&self) -> std::sync::MutexGuard<'_, HashSet<RoomKey>> {
+    fn joined(&self) -> std::sync::MutexGuard<'_, Joined> {
         self.joined.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn is_in(&self, key: &RoomKey) -> bool {
-        self.joined().contains(key)
+        self.joined().rooms.contains_key(key)
     }
 
     pub fn joined_count(&self) -> usize {
-        self.joined().len()
+        self.joined().rooms.len()
     }
 
     pub fn joined_rooms(&self) -> Vec<RoomKey> {
-        self.joined().iter().cloned().collect()
+        self.joined().rooms.keys().cloned().collect()
     }
 
-    /// Returns whether the room is new for this socket.
-    pub fn add_room(&self, key: RoomKey) -> bool {
-        self.joined().insert(key)
+    /// What the socket has of a room it is in (`None` when it is not in it).
+    pub fn has_after(&self, key: &RoomKey) -> Option<HasAfter> {
+        self.joined().rooms.get(key).copied()
+    }
+
+    /// Adds the room (keeping what an existing membership has), unless the socket closed.
+    pub fn add_room(&self, key: RoomKey, has: HasAfter) -> Added {
+        let mut j = self.joined();
+        if j.closed {
+            return Added::Closed;
+        }
+        match j.rooms.entry(key) {
+            std::collections::hash_map::Entry::Occupied(_) => Added::Already,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(has);
+                Added::New
+            }
+        }
+    }
+
+    /// Records what the socket now has of a room it is in.
+    pub fn set_has_after(&self, key: &RoomKey, has: HasAfter) {
+        if let Some(h) = self.joined().rooms.get_mut(key) {
+            *h = has;
+        }
+    }
+
+    /// Fills in an unknown `has_after` (see `HasAfter`).
+    pub fn resolve_has_after(&self, key: &RoomKey, has: i64) {
+        if let Some(h @ None) = self.joined().rooms.get_mut(key) {
+            *h = Some(has);
+        }
     }
 
     /// Returns whether the socket was in the room.
     pub fn remove_room(&self, key: &RoomKey) -> bool {
-        self.joined().remove(key)
+        self.joined().rooms.remove(key).is_some()
     }
 
     fn watched(&self) -> std::sync::MutexGuard<'_, HashSet<UserId>> {
@@ -155,7 +249,9 @@ impl Session {
     }
 
     /// Called before the CONNECT ack: events queue behind the connect until `release_first_turn`.
-    pub fn hold_first_turn(&self) {
+    pub fn hold_first_turn(self: &Arc<Self>) {
+        // Counted in flight like any turn, since dropping it uncounts it.
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         let turn = self.take_turn();
         *self.first_turn.lock().unwrap_or_else(|e| e.into_inner()) = Some(turn);
     }
@@ -172,7 +268,42 @@ impl Session {
         }
     }
 
-    fn take_turn(&self) -> Turn {
+    /// Whether a replay may start now: the replay budget is not in debt. The replay's size is
+    /// charged afterwards (`charge_replay`), so one large replay is allowed, then the next waits.
+    pub fn replay_allowed(&self, rate: u32, burst: u32) -> bool {
+        let mut b = self.replayed.lock().unwrap_or_else(|e| e.into_inner());
+        b.refill(f64::from(rate), f64::from(burst));
+        b.tokens >= 0.0
+    }
+
+    pub fn charge_replay(&self, messages: usize) {
+        let mut b = self.replayed.lock().unwrap_or_else(|e| e.into_inner());
+        b.tokens -= messages as f64;
+    }
+
+    /// Admits one client event against the connection's budgets, before it waits in line.
+    /// `message` events have their own per-user rate limit (`RATE_LIMIT_PER_MINUTE`, which a
+    /// deployment may raise for chat alone), so only the in-flight bound applies to them.
+    fn admit(&self, budget: &EventBudget, is_message: bool) -> Result<(), DomainError> {
+        let allowed = is_message
+            || self
+                .events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(f64::from(budget.per_second), f64::from(budget.burst));
+        if !allowed {
+            crate::metrics::event_refused("rate");
+            return Err(DomainError::TooManyEvents);
+        }
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= budget.max_in_flight {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            crate::metrics::event_refused("in_flight");
+            return Err(DomainError::TooManyInFlight(budget.max_in_flight));
+        }
+        Ok(())
+    }
+
+    fn take_turn(self: &Arc<Self>) -> Turn {
         let (tx, rx) = oneshot::channel();
         let prev = self
             .tail
@@ -182,8 +313,18 @@ impl Session {
         Turn {
             prev,
             next: Some(tx),
+            session: self.clone(),
         }
     }
+}
+
+/// The per-connection event budget (`EVENTS_PER_SECOND_PER_CONNECTION`,
+/// `EVENT_BURST_PER_CONNECTION`, `MAX_EVENTS_IN_FLIGHT`).
+#[derive(Debug, Clone, Copy)]
+pub struct EventBudget {
+    pub per_second: u32,
+    pub burst: u32,
+    pub max_in_flight: usize,
 }
 
 /// A socket's place in line. Socket.IO runs every event handler in its own task, so two events
@@ -191,9 +332,21 @@ impl Session {
 /// before it, or two messages swapping `seq`). The extractor runs in the socket's receive loop,
 /// in arrival order; each handler first waits for its predecessor to pass, then passes (or is
 /// dropped) once its order-relevant work is queued.
+///
+/// Taking a turn first spends the connection's event budget (every event but `message`, which
+/// has the chat rate limit) and counts it in flight: an event over either is answered
+/// `RATE_LIMITED` (error event and ack) right away and its handler never runs.
 pub struct Turn {
     prev: Option<oneshot::Receiver<()>>,
     next: Option<oneshot::Sender<()>>,
+    /// Counts the event in flight until the handler is done with it.
+    session: Arc<Session>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.session.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Turn {
@@ -213,18 +366,34 @@ impl Turn {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("socket has no session")]
-pub struct NoSession;
+pub enum NoTurn {
+    #[error("socket has no session")]
+    NoSession,
+    /// Over the event budget; already answered.
+    #[error("event refused: {0}")]
+    Refused(DomainError),
+}
 
-impl<A: Adapter> FromMessageParts<A> for Turn {
-    type Error = NoSession;
+impl FromMessageParts<LocalAdapter> for Turn {
+    type Error = NoTurn;
     fn from_message_parts(
-        s: &Arc<Socket<A>>,
-        _: &mut socketioxide::handler::Value,
-        _: &Option<i64>,
-    ) -> Result<Self, NoSession> {
-        let session = s.extensions.get::<Arc<Session>>().ok_or(NoSession)?;
+        s: &Arc<Socket<LocalAdapter>>,
+        v: &mut socketioxide::handler::Value,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, NoTurn> {
+        let session = s
+            .extensions
+            .get::<Arc<Session>>()
+            .ok_or(NoTurn::NoSession)?;
         session.touch();
+        let State(app) =
+            State::<AppState>::from_message_parts(s, v, ack_id).map_err(|_| NoTurn::NoSession)?;
+        let is_message = Event::from_message_parts(s, v, ack_id).is_ok_and(|e| e.0 == "message");
+        if let Err(e) = session.admit(&app.event_budget, is_message) {
+            let Ok(ack) = AckSender::from_message_parts(s, v, ack_id);
+            reply::fail(&SocketRef::from(s.clone()), ack, &e);
+            return Err(NoTurn::Refused(e));
+        }
         Ok(session.take_turn())
     }
 }

@@ -1,26 +1,31 @@
 //! The only place with SQL: the `Store` port for SQLite (default, one node) and PostgreSQL
 //! (clusters). Each backend has its own append-only migrations under `migrations/`.
 
+mod deadline;
 mod postgres;
 mod rows;
 mod sqlite;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::domain::store::{Store, StoreError};
 
+pub use deadline::TimedStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-/// Opens the store `url` names, creating the schema on first start.
-pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url).await?))
+/// Opens the store `url` names, creating the schema on first start. Every call on the returned
+/// store fails with `StoreError::Timeout` after `timeout` (`STORE_TIMEOUT_MS`).
+pub async fn connect(url: &str, timeout: Duration) -> Result<Arc<dyn Store>, StoreError> {
+    let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
+        Arc::new(SqliteStore::connect(url, timeout).await?)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::connect(url).await?))
+        Arc::new(PostgresStore::connect(url, timeout).await?)
     } else {
-        Err(StoreError::UnsupportedUrl(redact_url(url)))
-    }
+        return Err(StoreError::UnsupportedUrl(redact_url(url)));
+    };
+    Ok(Arc::new(TimedStore::new(store, timeout)))
 }
 
 /// The URL without its password (in the authority or a `password`-like query parameter, e.g.

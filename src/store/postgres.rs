@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::PgPoolOptions;
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::rows;
 use crate::domain::events::ChatMessage;
@@ -14,11 +16,15 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    /// `timeout` bounds every statement on the server (`statement_timeout`) and the wait for a
+    /// pooled connection; `TimedStore` bounds the whole call on our side.
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, StoreError> {
+        let opts = PgConnectOptions::from_str(url)?
+            .options([("statement_timeout", format!("{}ms", timeout.as_millis()))]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
+            .acquire_timeout(timeout)
+            .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Self { pool })

@@ -71,10 +71,11 @@ pub(super) fn messages_before_sql() -> String {
 }
 pub(super) const INSERT_NOTIFICATION: &str = "INSERT INTO notifications \
      (id, user_id, tenant, title, message, type, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
-pub(super) const MARK_READ: &str =
-    "UPDATE notifications SET read_at = $1 WHERE id = $2 AND user_id = $3 AND read_at IS NULL";
-pub(super) const NOTIFICATION_EXISTS: &str =
-    "SELECT COUNT(*) FROM notifications WHERE id = $1 AND user_id = $2";
+pub(super) const MARK_READ: &str = "UPDATE notifications SET read_at = $1 \
+     WHERE id = $2 AND user_id = $3 AND (tenant IS NULL OR tenant = $4) AND read_at IS NULL \
+     RETURNING tenant";
+pub(super) const NOTIFICATION_EXISTS: &str = "SELECT tenant FROM notifications \
+     WHERE id = $1 AND user_id = $2 AND (tenant IS NULL OR tenant = $3)";
 const NOTIFICATION_COLS: &str = "id, user_id, tenant, title, message, type, created_at, read_at";
 pub(super) fn list_notifications_sql(unread_only: bool) -> String {
     let unread = if unread_only {
@@ -186,28 +187,37 @@ macro_rules! impl_store {
             async fn mark_notification_read(
                 &self,
                 user: &crate::domain::ids::UserId,
+                tenant: Option<&crate::domain::ids::TenantId>,
                 id: &str,
                 at: &str,
             ) -> Result<crate::domain::store::MarkRead, crate::domain::store::StoreError> {
                 use crate::domain::store::MarkRead;
-                let done = sqlx::query(crate::store::rows::MARK_READ)
-                    .bind(at)
-                    .bind(id)
-                    .bind(user.as_str())
-                    .execute(&self.pool)
-                    .await?;
-                if done.rows_affected() > 0 {
-                    return Ok(MarkRead::Marked);
+                let tenant = tenant.map(|t| t.as_str());
+                let marked: Option<Option<String>> =
+                    sqlx::query_scalar(crate::store::rows::MARK_READ)
+                        .bind(at)
+                        .bind(id)
+                        .bind(user.as_str())
+                        .bind(tenant)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                if let Some(t) = marked {
+                    return Ok(MarkRead::Marked {
+                        scoped: t.is_some(),
+                    });
                 }
-                let n: i64 = sqlx::query_scalar(crate::store::rows::NOTIFICATION_EXISTS)
-                    .bind(id)
-                    .bind(user.as_str())
-                    .fetch_one(&self.pool)
-                    .await?;
-                Ok(if n > 0 {
-                    MarkRead::AlreadyRead
-                } else {
-                    MarkRead::NotFound
+                let found: Option<Option<String>> =
+                    sqlx::query_scalar(crate::store::rows::NOTIFICATION_EXISTS)
+                        .bind(id)
+                        .bind(user.as_str())
+                        .bind(tenant)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(match found {
+                    Some(t) => MarkRead::AlreadyRead {
+                        scoped: t.is_some(),
+                    },
+                    None => MarkRead::NotFound,
                 })
             }
 

@@ -17,13 +17,15 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    /// `timeout` is how long a statement waits for a lock (`busy_timeout`) and for a pooled
+    /// connection; `TimedStore` bounds the whole call.
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, StoreError> {
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(timeout);
         if let Some(dir) = opts.get_filename().parent()
             && !dir.as_os_str().is_empty()
         {
@@ -31,7 +33,7 @@ impl SqliteStore {
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(timeout)
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;

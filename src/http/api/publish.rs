@@ -195,8 +195,10 @@ mod tests {
                 Target::Tenant { .. } => "tenant",
                 Target::Room { .. } => "room",
                 Target::All => "all",
-                // Only the presence service aims at watchers; a publish never parses to it.
+                // Only the presence and notification services aim at these; a publish never
+                // parses to them.
                 Target::Presence { .. } => "presence",
+                Target::UserInTenant { .. } => "user in tenant",
             });
             prop_assert_eq!(got, expected(&t), "target {}", t);
         }

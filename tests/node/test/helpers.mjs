@@ -339,6 +339,10 @@ export async function startServer(env = {}) {
     // Generous by default so only the rate-limit tests meet the limit.
     RATE_LIMIT_PER_MINUTE: '100000',
     ...(await modeEnv(env)),
+    // Likewise for the per-connection budgets (budget.test.mjs sets them).
+    EVENT_BURST_PER_CONNECTION: '100000',
+    MAX_EVENTS_IN_FLIGHT: '100000',
+    REPLAY_BURST_PER_CONNECTION: '100000000',
     ...env,
   };
   for (const k of Object.keys(fullEnv)) if (fullEnv[k] === undefined) delete fullEnv[k];

@@ -153,7 +153,7 @@ describe('send_message', () => {
   test('any Unicode text round-trips exactly, live and replayed', async () => {
     // Arrange
     const { a, b, roomId, tenantId } = await pairInRoom();
-    const texts = ['\u{1F680}\u05E9\u4E2D"\\', 'a\u0000b\nc', '\u200D\uFEFF\u{10FFFF}', "</x>'&;"];
+    const texts = ['\u{1F680}\u05E9\u4E2D"\\', 'a\u0001b\nc\u007f', '\u200D\uFEFF\u{10FFFF}', "</x>'&;"];
     // Act
     const acks = [];
     for (const t of texts) acks.push(await chat(a, roomId, t));
@@ -164,6 +164,18 @@ describe('send_message', () => {
     await late.inbox.next('chat_message', (m) => m.id === acks.at(-1).id);
     assert.deepEqual(b.inbox.all('chat_message').map((m) => m.message), texts);
     assert.deepEqual(late.inbox.all('chat_message').map((m) => m.message), texts);
+  });
+
+  test('a message holding a NUL character is refused with INVALID_PAYLOAD (no store could keep it) and not delivered', async () => {
+    // Arrange
+    const { a, b, roomId } = await pairInRoom();
+    // Act
+    const err = await expectFailure(a, 'message', send(roomId, 'a\u0000b'), 'INVALID_PAYLOAD');
+    const after = await chat(a, roomId, 'after');
+    // Assert
+    assert.match(err.message, /NUL/);
+    await b.inbox.next('chat_message', (m) => m.id === after.id);
+    assert.deepEqual(b.inbox.all('chat_message').map((m) => m.message), ['after']);
   });
 
   test('a message one char over MAX_MESSAGE_LENGTH is refused with INVALID_PAYLOAD', async () => {

@@ -152,3 +152,113 @@ describe('notifications', () => {
     assert.deepEqual(intruder.inbox.all('notification_read'), []);
   });
 });
+
+describe('tenant-carrying notifications (§11: what carries a tenant stays in it)', () => {
+  /** One user (one `sub`) connected in two tenants. */
+  async function userInTwoTenants() {
+    const sub = uid('u');
+    const [ta, tb] = [uid('ta'), uid('tb')];
+    const a = await server.connect(server.token({ sub, tenantId: ta }));
+    const b = await server.connect(server.token({ sub, tenantId: tb }));
+    return { sub, ta, tb, a, b };
+  }
+
+  test('a notification with tenantId T reaches only the user\'s connections of tenant T', async () => {
+    // Arrange
+    const { sub, ta, a, b } = await userInTwoTenants();
+    // Act
+    const n = await createNotification({ userId: sub, tenantId: ta, title: 'For A', message: 'x', type: 'info' });
+    const barrier = await createNotification({ userId: sub, title: 'Everyone', message: 'x', type: 'info' });
+    // Assert
+    await a.inbox.next('notification', (x) => x.id === n.id);
+    await a.inbox.next('notification', (x) => x.id === barrier.id);
+    await b.inbox.next('notification', (x) => x.id === barrier.id);
+    assert.deepEqual(b.inbox.all('notification').map((x) => x.title), ['Everyone']);
+  });
+
+  test('a notification of tenant T cannot be marked read from another tenant (NOT_FOUND) and stays unread', async () => {
+    // Arrange
+    const { sub, ta, a, b } = await userInTwoTenants();
+    const n = await createNotification({ userId: sub, tenantId: ta, title: 'For A', message: 'x', type: 'info' });
+    await a.inbox.next('notification', (x) => x.id === n.id);
+    // Act
+    await expectFailure(b, 'message', { type: 'mark_notification_read', data: { notificationId: n.id } }, 'NOT_FOUND');
+    // Assert
+    const res = await request(`${server.url}/api/v1/users/${encodeURIComponent(sub)}/notifications?unread=true`, {
+      headers: { Authorization: `Bearer ${API_KEY}` },
+    });
+    assert.deepEqual(res.json.notifications.map((x) => x.id), [n.id]);
+  });
+
+  test('a tenant-less connection cannot mark a notification of tenant T read either', async () => {
+    // Arrange
+    const { sub, ta } = await userInTwoTenants();
+    const plain = await server.connect(server.token({ sub }));
+    const n = await createNotification({ userId: sub, tenantId: ta, title: 'For A', message: 'x', type: 'info' });
+    // Act + Assert
+    await expectFailure(plain, 'message', { type: 'mark_notification_read', data: { notificationId: n.id } }, 'NOT_FOUND');
+  });
+
+  test('marked from tenant T, notification_read goes to the connections of T only', async () => {
+    // Arrange
+    const { sub, ta, a, b } = await userInTwoTenants();
+    const n = await createNotification({ userId: sub, tenantId: ta, title: 'For A', message: 'x', type: 'info' });
+    const everyone = await createNotification({ userId: sub, title: 'Everyone', message: 'x', type: 'info' });
+    // Act
+    assert.equal((await markRead(a, n.id)).ok, true);
+    assert.equal((await markRead(a, everyone.id)).ok, true);
+    // Assert: the tenant-less one is read everywhere, and is the barrier for b
+    await a.inbox.next('notification_read', (x) => x.notificationId === n.id);
+    await b.inbox.next('notification_read', (x) => x.notificationId === everyone.id);
+    assert.deepEqual(b.inbox.all('notification_read'), [{ notificationId: everyone.id }]);
+  });
+
+  test('a notification without tenantId can be marked read from any tenant of the user', async () => {
+    // Arrange
+    const { sub, a, b } = await userInTwoTenants();
+    const n = await createNotification({ userId: sub, title: 'Everyone', message: 'x', type: 'info' });
+    // Act
+    assert.equal((await markRead(b, n.id)).ok, true);
+    // Assert
+    for (const s of [a, b]) assert.deepEqual(await s.inbox.next('notification_read'), { notificationId: n.id });
+  });
+});
+
+describe('what the store cannot hold', () => {
+  for (const field of ['title', 'message', 'type']) {
+    test(`POST /api/v1/notifications with a NUL in ${field} is 400, not 503`, async () => {
+      // Arrange
+      const body = { userId: uid('u'), title: 'T', message: 'M', type: 'info', [field]: 'a\u0000b' };
+      // Act
+      const res = await request(`${server.url}/api/v1/notifications`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${API_KEY}` },
+        body,
+      });
+      // Assert
+      assert.equal(res.status, 400, res.body);
+    });
+  }
+
+  test('POST /api/v1/rooms/{roomId}/messages with a NUL in the message is 400', async () => {
+    // Act
+    const res = await request(`${server.url}/api/v1/rooms/${uid('room')}/messages`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${API_KEY}` },
+      body: { userId: uid('u'), message: 'a\u0000b' },
+    });
+    // Assert
+    assert.equal(res.status, 400, res.body);
+  });
+
+  test('POST /api/v1/notifications with a NUL in userId is 400', async () => {
+    // Act
+    const res = await request(`${server.url}/api/v1/notifications`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${API_KEY}` },
+      body: { userId: 'a\u0000b', title: 'T', message: 'M', type: 'info' },
+    });
+    // Assert
+    assert.equal(res.status, 400, res.body);
+  });
+});

@@ -8,13 +8,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { ack, chat, disconnected, expectFailure, joinRoom, sendMessage, startServer, uid } from './helpers.mjs';
+import { ack, chat, disconnected, expectFailure, joinRoom, request, sendMessage, startServer, uid } from './helpers.mjs';
 
 const MAX_REPLAY = 3;
 let server;
 let capped; // MAX_REPLAY=3
 before(async () => {
-  [server, capped] = await Promise.all([startServer(), startServer({ MAX_REPLAY })]);
+  [server, capped] = await Promise.all([startServer(), startServer({ MAX_REPLAY, REPLAY_CACHE_PER_ROOM: 0 })]);
 });
 afterEach(() => {
   server.closeClients();
@@ -133,6 +133,43 @@ describe('join_room with since', () => {
     assert.deepEqual(member.inbox.all('chat_message').map((m) => m.message), ['first', 'second']);
   });
 
+  test('a member rejoining with since while messages are in flight gets each message once, in order', async () => {
+    // Arrange
+    const { tenantId, roomId, sender } = await roomWithHistory(server, 0);
+    const member = await server.connect(server.token({ tenantId }));
+    await joinRoom(member, roomId);
+    const pending = Array.from({ length: 60 }, (_, i) => sendMessage(sender, 'send_message', { roomId, message: `f${i}` }, 30000));
+    await member.inbox.next('chat_message', (m) => m.message === 'f5', 30000);
+    const seen = member.inbox.all('chat_message').at(-1).seq;
+    // Act: since below what it already got live, while the rest of the flood is on its way
+    await joinRoom(member, roomId, { since: seen - 3 });
+    const acks = await Promise.all(pending);
+    const end = await chat(sender, roomId, 'end');
+    // Assert
+    await member.inbox.next('chat_message', (m) => m.id === end.id, 30000);
+    const expected = [...acks.map((a) => a.seq), end.seq].sort((x, y) => x - y);
+    assert.deepEqual(member.inbox.all('chat_message').map((m) => m.seq), expected, 'a duplicate, gap or disorder');
+  });
+
+  test('a member rejoining with since gets the older messages it never had, and none it got live', async () => {
+    // Arrange
+    const { tenantId, roomId, sender, acks } = await roomWithHistory(server, 2);
+    const member = await server.connect(server.token({ tenantId }));
+    await joinRoom(member, roomId);
+    const live = await chat(sender, roomId, 'live 1');
+    await member.inbox.next('chat_message', (m) => m.id === live.id);
+    // Act
+    await joinRoom(member, roomId, { since: 0 });
+    const after = await chat(sender, roomId, 'live 2');
+    // Assert
+    await member.inbox.next('chat_message', (m) => m.id === after.id);
+    assert.deepEqual(member.inbox.all('chat_message').map((m) => m.message), ['live 1', 'm1', 'm2', 'live 2']);
+    assert.deepEqual(
+      member.inbox.all('chat_message').map((m) => m.seq),
+      [live.seq, acks[0].seq, acks[1].seq, after.seq],
+    );
+  });
+
   for (const [what, since] of [
     ['a string', 'abc'],
     ['a negative number', -1],
@@ -146,6 +183,45 @@ describe('join_room with since', () => {
       await expectFailure(socket, 'join_room', { roomId: uid('room'), since }, 'INVALID_PAYLOAD');
     });
   }
+});
+
+describe('replays from recent messages (REPLAY_CACHE_PER_ROOM)', () => {
+  /** `aegisx_replay_reads_total` by source. */
+  async function replayReads(srv) {
+    const text = (await request(`${srv.url}/metrics`)).body;
+    const count = (source) => Number(text.match(new RegExp(`aegisx_replay_reads_total\\{source="${source}"\\} (\\d+)`))?.[1] ?? 0);
+    return { recent: count('recent'), store: count('store') };
+  }
+
+  test('clients rejoining with a recent since are answered without a store read, each with exactly its messages', async () => {
+    // Arrange: messages delivered live (so the fan-out has them)
+    const { tenantId, roomId, sender, acks } = await roomWithHistory(server, 6);
+    const before = await replayReads(server);
+    const joiners = await Promise.all([0, 1, 2].map(() => server.connect(server.token({ tenantId }))));
+    // Act
+    await Promise.all(joiners.map((j, i) => joinRoom(j, roomId, { since: acks[i + 2].seq })));
+    const live = await chat(sender, roomId, 'live');
+    // Assert
+    for (const [i, j] of joiners.entries()) {
+      await j.inbox.next('chat_message', (m) => m.id === live.id);
+      assert.deepEqual(j.inbox.all('chat_message').map((m) => m.seq), [...acks.slice(i + 3).map((a) => a.seq), live.seq]);
+    }
+    const after = await replayReads(server);
+    assert.equal(after.store, before.store, 'no store read');
+    assert.equal(after.recent, before.recent + 3);
+  });
+
+  test('a since older than the recent messages is read from the store', async () => {
+    // Arrange
+    const { tenantId, roomId, acks } = await roomWithHistory(capped, 2);
+    const before = await replayReads(capped);
+    const joiner = await capped.connect(capped.token({ tenantId }));
+    // Act: the capped server keeps no recent messages
+    await joinRoom(joiner, roomId, { since: 0 });
+    // Assert
+    await joiner.inbox.next('chat_message', (m) => m.id === acks[1].id);
+    assert.equal((await replayReads(capped)).store, before.store + 1);
+  });
 });
 
 describe('MAX_REPLAY', () => {

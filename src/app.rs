@@ -49,6 +49,7 @@ pub struct AppInner {
     pub bus: Arc<dyn Bus>,
     pub store: Arc<dyn Store>,
     pub deadlines: Deadlines,
+    pub dedupe: crate::domain::dedupe::Dedupe,
     /// This node's id in `/stats`.
     pub node_id: String,
     shutting_down: AtomicBool,
@@ -78,6 +79,15 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings, verifier: TokenVerifier) -> anyhow::Result<Self> {
+        Self::build_with_dev(settings, verifier, None).await
+    }
+
+    /// `build`, with the development sign-in of `serve --dev` when `dev` is given.
+    pub async fn build_with_dev(
+        settings: Settings,
+        verifier: TokenVerifier,
+        dev: Option<crate::http::dev::DevTokens>,
+    ) -> anyhow::Result<Self> {
         settings.validate()?;
         crate::metrics::install()?;
         let store = crate::store::connect(&settings.database_url)
@@ -119,6 +129,10 @@ impl Application {
             bus,
             store,
             deadlines,
+            dedupe: crate::domain::dedupe::Dedupe::new(
+                Duration::from_secs(settings.client_message_id_window_secs),
+                settings.client_message_id_capacity,
+            ),
             node_id: node_id(),
             shutting_down: AtomicBool::new(false),
         }));
@@ -126,7 +140,7 @@ impl Application {
         crate::fanout::spawn(io.clone(), fanout_rx);
         deadline_task.spawn(io.clone(), settings.inactive_timeout());
         crate::socket::reaper::spawn(io.clone(), state.clone());
-        let router = crate::http::router(&settings, state.clone(), layer)?;
+        let router = crate::http::router(&settings, state.clone(), layer, dev)?;
         let addr = SocketAddr::new(settings.host, settings.port);
         let listener = TcpListener::bind(addr)
             .await

@@ -3,6 +3,7 @@
 
 mod api;
 mod compact;
+pub mod dev;
 mod health;
 mod metrics;
 mod origin;
@@ -27,7 +28,12 @@ pub fn bearer(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty()).then_some(credentials)
 }
 
-pub fn router(settings: &Settings, state: AppState, sio: SocketIoLayer) -> anyhow::Result<Router> {
+pub fn router(
+    settings: &Settings,
+    state: AppState,
+    sio: SocketIoLayer,
+    dev: Option<dev::DevTokens>,
+) -> anyhow::Result<Router> {
     let origins = AllowedOrigins::parse(&settings.cors_origin)?;
     let cors = CorsLayer::new()
         .allow_credentials(true)
@@ -50,9 +56,13 @@ pub fn router(settings: &Settings, state: AppState, sio: SocketIoLayer) -> anyho
             settings.metrics_token.clone(),
             settings.room_metrics_top,
         )));
-    if let Some(api) = api::router(state, &settings.api_keys) {
+    if let Some(api) = api::router(state.clone(), &settings.api_keys) {
         app = app.nest("/api/v1", api);
     }
+    if let Some(dev) = dev {
+        app = app.merge(dev::router(dev, state.clone()));
+    }
+    app = web_demo(app, &settings.web_dir);
     Ok(app
         .layer(sio)
         .layer(axum::middleware::from_fn(compact::compact_head))
@@ -64,6 +74,16 @@ pub fn router(settings: &Settings, state: AppState, sio: SocketIoLayer) -> anyho
                 tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
             }),
         ))
+}
+
+/// The built web demo at `/`, when its directory exists. A fallback: every route above (the
+/// API, `/metrics`, health) and the Socket.IO layer keep priority.
+fn web_demo(app: Router, dir: &std::path::Path) -> Router {
+    if dir.as_os_str().is_empty() || !dir.join("index.html").is_file() {
+        return app;
+    }
+    tracing::info!(dir = %dir.display(), "serving the web demo at /");
+    app.fallback_service(tower_http::services::ServeDir::new(dir))
 }
 
 #[cfg(test)]

@@ -1,0 +1,18 @@
+import { usePresence } from '../usePresence';
+import { useWebSocket, type UseWebSocketOptions } from '../useWebSocket';
+
+/** Who is online in the tenant, including those who were before this page connected. */
+export function PresenceList(options: UseWebSocketOptions) {
+  const { client } = useWebSocket(options);
+  const online = usePresence(client);
+  return (
+    <ul className="presence" aria-label="Online">
+      {online.map((p) => (
+        <li key={p.userId} data-status={p.status}>
+          <span className={`dot ${p.status}`} aria-hidden="true" /> {p.userId}
+          {p.status !== 'online' && <span className="muted"> ({p.status})</span>}
+        </li>
+      ))}
+    </ul>
+  );
+}

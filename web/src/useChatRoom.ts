@@ -12,6 +12,24 @@ export const TYPING_STOP_MS = 2000;
 /** At most one `typing_start` per this interval while the user keeps typing (ms). */
 export const TYPING_START_EVERY_MS = 1500;
 
+/** First-page loads in flight, shared by a StrictMode double mount (one request, not two). */
+const firstPages = new WeakMap<RealtimeClient, Map<string, Promise<void>>>();
+
+function loadFirstPage(client: RealtimeClient, roomId: string, loader: HistoryLoader): Promise<void> {
+  let map = firstPages.get(client);
+  if (!map) firstPages.set(client, (map = new Map()));
+  let p = map.get(roomId);
+  if (!p) {
+    p = loader(roomId)
+      .then((page) => {
+        if (!client.knowsRoom(roomId)) client.addHistory(roomId, page.messages, page.nextBefore);
+      })
+      .finally(() => map!.delete(roomId));
+    map.set(roomId, p);
+  }
+  return p;
+}
+
 const EMPTY: RoomSnapshot = { messages: [], outbox: [], typingUsers: [], joined: false, hasOlder: false };
 const noSubscribe = () => () => {};
 
@@ -49,12 +67,8 @@ export function useChatRoom(
     const loader = loaderRef.current;
     if (loader && !client.knowsRoom(roomId)) {
       // The newest page first, then join from its last seq: nothing between is missed.
-      loader(roomId).then(
-        (page) => {
-          if (cancelled) return;
-          client.addHistory(roomId, page.messages, page.nextBefore);
-          hold();
-        },
+      loadFirstPage(client, roomId, loader).then(
+        () => hold(),
         () => hold(), // no history: replay from the start instead
       );
     } else {

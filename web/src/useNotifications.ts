@@ -20,7 +20,7 @@ export function useNotifications(
     let cancelled = false;
     load().then(
       (list) => !cancelled && client.addNotifications(list),
-      () => {},
+      (e) => console.warn('loading unread notifications failed', e),
     );
     return () => {
       cancelled = true;

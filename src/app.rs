@@ -17,6 +17,7 @@ use crate::domain::bus::{Bus, fanout_queue};
 use crate::domain::chat::{ChatLimits, ChatService};
 use crate::domain::notifications::NotificationService;
 use crate::domain::presence::{ConnectionRegistry, LocalRegistry, PresenceService};
+use crate::domain::presence_directory::LocalDirectory;
 use crate::domain::publish::PublishService;
 use crate::domain::rate_limit::{LocalRateLimiter, RateLimiter};
 use crate::domain::rooms::RoomPolicy;
@@ -121,7 +122,11 @@ impl Application {
             verifier,
             chat,
             notifications: NotificationService::new(store.clone(), bus.clone()),
-            presence: PresenceService::new(bus.clone()),
+            presence: PresenceService::new(
+                bus.clone(),
+                Arc::new(LocalDirectory::default()),
+                settings.presence(),
+            ),
             publisher: PublishService::new(bus.clone()),
             rooms: RoomPolicy::new(store.clone(), bus.clone()),
             registry: Arc::new(LocalRegistry::default()),
@@ -140,6 +145,7 @@ impl Application {
         crate::fanout::spawn(io.clone(), fanout_rx);
         deadline_task.spawn(io.clone(), settings.inactive_timeout());
         crate::socket::reaper::spawn(io.clone(), state.clone());
+        state.presence.spawn();
         let router = crate::http::router(&settings, state.clone(), layer, dev)?;
         let addr = SocketAddr::new(settings.host, settings.port);
         let listener = TcpListener::bind(addr)

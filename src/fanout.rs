@@ -11,7 +11,7 @@ use socketioxide::{BroadcastError, SocketError};
 
 use crate::domain::bus::{FanoutCmd, FanoutReceiver, JoinReplay};
 use crate::domain::events::{BusMessage, Delivery, Target};
-use crate::domain::ids::{tenant_adapter_room, user_adapter_room};
+use crate::domain::ids::{presence_adapter_room, tenant_adapter_room, user_adapter_room};
 use crate::socket::deadlines::parse_sid;
 use crate::socket::rooms::leave_room;
 use crate::socket::session::Session;
@@ -63,6 +63,7 @@ async fn deliver(ns: BroadcastOperators<LocalAdapter>, d: Delivery) {
         Target::Room { key } => ns.to(key.adapter_room()),
         Target::User { user } => ns.to(user_adapter_room(user)),
         Target::Tenant { tenant } => ns.to(tenant_adapter_room(tenant)),
+        Target::Presence { tenant, user } => ns.to(presence_adapter_room(tenant, user)),
         Target::All => ns,
     };
     if let Err(BroadcastError::Socket(errs)) = ops.emit(&d.event, &d.data).await {

@@ -36,6 +36,9 @@ pub fn install() -> anyhow::Result<()> {
     // Label-less series exist from the start, so `rate()` sees their first increment.
     counter!("websocket_rate_limited_total").absolute(0);
     counter!("websocket_dropped_packets_total").absolute(0);
+    for audience in ["tenant", "watchers"] {
+        counter!("aegisx_presence_announcements_total", "audience" => audience).absolute(0);
+    }
     Ok(())
 }
 
@@ -115,6 +118,12 @@ pub fn message(kind: &str, tenant: &str) {
     let kind: &'static str = KNOWN.into_iter().find(|k| *k == kind).unwrap_or("unknown");
     counter!("websocket_messages_total", "type" => kind, "tenant_id" => tenant.to_owned())
         .increment(1);
+}
+
+/// A presence announcement, by audience: the whole tenant, or the sockets watching the user.
+pub fn presence_announced(tenant_wide: bool) {
+    let audience = if tenant_wide { "tenant" } else { "watchers" };
+    counter!("aegisx_presence_announcements_total", "audience" => audience).increment(1);
 }
 
 /// An error answered to a client, by wire code.

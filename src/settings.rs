@@ -167,6 +167,23 @@ pub struct Settings {
     /// Seconds a graceful shutdown may take before the process exits anyway.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
     pub shutdown_timeout_secs: u64,
+    /// Presence: tenant-wide announcements while the tenant has at most this many users online;
+    /// above it, only sockets watching a user (`watch_presence`) hear of it.
+    #[arg(long, env = "PRESENCE_BROADCAST_MAX", default_value_t = 1000)]
+    pub presence_broadcast_max: usize,
+    /// Presence: milliseconds a user whose last connection closed stays online (a reconnect
+    /// within it announces nothing). Connections closed by a shutdown get at least 10 s.
+    #[arg(long, env = "PRESENCE_OFFLINE_GRACE_MS", default_value_t = 0)]
+    pub presence_offline_grace_ms: u64,
+    /// Presence: milliseconds between presence passes; the transitions of one are coalesced.
+    #[arg(long, env = "PRESENCE_TICK_MS", default_value_t = 50)]
+    pub presence_tick_ms: u64,
+    /// Presence: most users one `list_online` answers (`truncated: true` beyond).
+    #[arg(long, env = "PRESENCE_LIST_MAX", default_value_t = 1000)]
+    pub presence_list_max: usize,
+    /// Presence: users one socket may watch with `watch_presence`.
+    #[arg(long, env = "PRESENCE_WATCH_MAX", default_value_t = 500)]
+    pub presence_watch_max: usize,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -266,11 +283,43 @@ impl Settings {
                 return Err(SettingsError::Range { var, rule });
             }
         }
+        let presence: [(&'static str, bool, &'static str); 3] = [
+            (
+                "PRESENCE_TICK_MS",
+                (1..=10_000).contains(&self.presence_tick_ms),
+                "1 to 10000",
+            ),
+            (
+                "PRESENCE_LIST_MAX",
+                (1..=1000).contains(&self.presence_list_max),
+                "1 to 1000",
+            ),
+            (
+                "PRESENCE_WATCH_MAX",
+                (1..=500).contains(&self.presence_watch_max),
+                "1 to 500",
+            ),
+        ];
+        for (var, ok, rule) in presence {
+            if !ok {
+                return Err(SettingsError::Range { var, rule });
+            }
+        }
         Ok(())
     }
 
     pub fn inactive_timeout(&self) -> Duration {
         Duration::from_secs(self.inactive_timeout_secs)
+    }
+
+    pub fn presence(&self) -> crate::domain::presence::PresenceSettings {
+        crate::domain::presence::PresenceSettings {
+            broadcast_max: self.presence_broadcast_max,
+            offline_grace: Duration::from_millis(self.presence_offline_grace_ms),
+            tick: Duration::from_millis(self.presence_tick_ms),
+            list_max: self.presence_list_max,
+            watch_max: self.presence_watch_max,
+        }
     }
 }
 
@@ -311,6 +360,11 @@ impl std::fmt::Debug for Settings {
             .field("fanout_queue", &self.fanout_queue)
             .field("room_metrics_top", &self.room_metrics_top)
             .field("shutdown_timeout_secs", &self.shutdown_timeout_secs)
+            .field("presence_broadcast_max", &self.presence_broadcast_max)
+            .field("presence_offline_grace_ms", &self.presence_offline_grace_ms)
+            .field("presence_tick_ms", &self.presence_tick_ms)
+            .field("presence_list_max", &self.presence_list_max)
+            .field("presence_watch_max", &self.presence_watch_max)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .field(

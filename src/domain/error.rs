@@ -15,6 +15,8 @@ pub enum DomainError {
     TooManyRooms(usize),
     #[error("Not in room")]
     NotInRoom,
+    #[error("Too many watched users: at most {0} per connection")]
+    TooManyWatches(usize),
     #[error("Rate limit exceeded")]
     RateLimited,
     #[error("{0}")]
@@ -43,6 +45,7 @@ impl DomainError {
             Self::AccessDenied => "ACCESS_DENIED",
             Self::TooManyRooms(_) => "TOO_MANY_ROOMS",
             Self::NotInRoom => "NOT_IN_ROOM",
+            Self::TooManyWatches(_) => "TOO_MANY_WATCHES",
             Self::RateLimited => "RATE_LIMITED",
             Self::NotFound(_) => "NOT_FOUND",
             Self::InvalidToken(_) => "INVALID_TOKEN",

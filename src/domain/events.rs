@@ -51,9 +51,20 @@ impl Notification {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum Target {
-    Room { key: RoomKey },
-    User { user: UserId },
-    Tenant { tenant: TenantId },
+    Room {
+        key: RoomKey,
+    },
+    User {
+        user: UserId,
+    },
+    Tenant {
+        tenant: TenantId,
+    },
+    /// The sockets of `tenant` watching `user`'s presence.
+    Presence {
+        tenant: TenantId,
+        user: UserId,
+    },
     All,
 }
 

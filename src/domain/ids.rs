@@ -139,6 +139,12 @@ pub fn tenant_adapter_room(tenant: &TenantId) -> String {
     format!("t:{tenant}")
 }
 
+/// The Socket.IO room of the sockets watching one user's presence in one tenant. The tenant's
+/// length comes first, so no (tenant, user) pair can name another pair's room.
+pub fn presence_adapter_room(tenant: &TenantId, user: &UserId) -> String {
+    format!("p:{}:{tenant}{user}", tenant.as_str().len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +184,16 @@ mod tests {
         assert_ne!(a.adapter_room(), b.adapter_room());
         assert_ne!(a.adapter_room(), none.adapter_room());
         assert_eq!(none.metric_label(), "/g");
+    }
+
+    #[test]
+    fn presence_rooms_are_unambiguous() {
+        let t = |s: &str| TenantId::parse_optional(Some(s)).unwrap().unwrap();
+        let u = |s: &str| UserId::parse(s).unwrap();
+        assert_ne!(
+            presence_adapter_room(&t("a"), &u("bc")),
+            presence_adapter_room(&t("ab"), &u("c"))
+        );
     }
 
     #[test]

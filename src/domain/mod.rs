@@ -1,6 +1,6 @@
 //! Vocabulary and rules of the gateway. Knows no Socket.IO, HTTP, SQL or Redis: transports call
 //! these services, and the services reach storage and other nodes only through the ports
-//! (`Store`, `Bus`, `RateLimiter`, `ConnectionRegistry`).
+//! (`Store`, `Bus`, `RateLimiter`, `ConnectionRegistry`, `PresenceDirectory`).
 
 pub mod auth;
 pub mod bus;
@@ -11,6 +11,7 @@ pub mod events;
 pub mod ids;
 pub mod notifications;
 pub mod presence;
+pub mod presence_directory;
 pub mod publish;
 pub mod rate_limit;
 pub mod rooms;

@@ -1,5 +1,5 @@
 //! Connecting and disconnecting: authentication and the connection cap (as connect middleware,
-//! so a refused socket never joins the namespace), then rooms, `connected` and presence.
+//! so a refused socket never joins the namespace), then `connected`, rooms and presence.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use crate::domain::auth::AuthError;
 use crate::domain::ids::{tenant_adapter_room, user_adapter_room};
 use crate::domain::presence::{ConnectionInfo, RegistryError};
 use crate::socket::session::Session;
-use crate::socket::{messages, rooms, token};
+use crate::socket::{messages, presence, rooms, token};
 
 /// Pause between the CONNECT ack and the `connected` event (see `on_connect`).
 const CONNECTED_DELAY: std::time::Duration = std::time::Duration::from_millis(15);
@@ -79,13 +79,14 @@ pub async fn authenticate(
     // The user's connections that died while connecting would count against the quota and
     // hide that this one comes online: reap them first (a lookup per existing connection).
     crate::socket::reaper::reap(&s.broadcast(), &app, Some(&conn.user)).await;
-    let first = app
-        .registry
+    app.registry
         .register(&conn, app.limits.max_connections_per_user)
         .await
         .map_err(|e| refuse(e.into()))?;
-    s.extensions
-        .insert(Arc::new(Session::new(conn, principal, first)));
+    let session = Arc::new(Session::new(conn, principal));
+    // `connected` is the first event the client gets: its events wait for it (see `on_connect`).
+    session.hold_first_turn();
+    s.extensions.insert(session);
     // Here, not in `on_connect`: socketioxide sends the CONNECT ack and then *spawns* the
     // connect handler, so a client answering the ack at once could find no handler yet and its
     // event would be dropped without a word. The middleware runs before the ack.
@@ -93,12 +94,16 @@ pub async fn authenticate(
     s.on("leave_room", rooms::leave);
     s.on("message", messages::handle);
     s.on("refresh_token", token::refresh);
+    s.on("watch_presence", presence::watch);
+    s.on("unwatch_presence", presence::unwatch);
+    s.on("list_online", presence::list_online);
     s.on_fallback(messages::unknown_event);
     Ok(())
 }
 
-/// Runs (in a task of its own) once the client has been told it is connected; its events may
-/// already be handled. The disconnect handler is registered before the first `.await`.
+/// Runs (in a task of its own) once the client has been told it is connected; its events wait
+/// (in their `Turn`) until `connected` is sent. The disconnect handler is registered before the
+/// first `.await`.
 pub async fn on_connect(
     s: SocketRef,
     State(app): State<AppState>,
@@ -106,26 +111,15 @@ pub async fn on_connect(
 ) {
     let p = session.principal();
     crate::metrics::connection_opened(p.tenant_label());
-    s.join(user_adapter_room(&p.user_id));
-    if let Some(t) = &p.tenant {
-        s.join(tenant_adapter_room(t));
-    }
     s.on_disconnect(on_disconnect);
     if !s.connected() {
-        // Closed before the disconnect handler was in place: it will not run, so clean up
-        // here (including room entries the joins above may have re-added).
-        s.leave_all();
+        // Closed before the disconnect handler was in place: it will not run, so clean up here.
         return cleanup(&app, &session, DisconnectReason::TransportClose).await;
     }
     session
         .span
         .in_scope(|| tracing::info!(transport = ?s.transport_type(), "connected"));
     app.deadlines.watch(s.id).await;
-    if session.first_connection {
-        app.presence
-            .announce(&p.user_id, p.tenant.as_ref(), "online")
-            .await;
-    }
     // Clients written against the blueprint attach their `connected` listener once `connect`
     // has resolved (its jest spec does). Sent in the same write as the CONNECT ack, both
     // packets are dispatched in one tick and that listener misses it; the blueprint's server
@@ -140,7 +134,22 @@ pub async fn on_connect(
         // The transport closed while the CONNECT was in flight, unseen by the namespace: close
         // the socket here so its disconnect handler runs.
         let _ = s.disconnect();
+        return;
     }
+    // Into its rooms only now, so nothing reaches the socket before `connected`.
+    s.join(user_adapter_room(&p.user_id));
+    if let Some(t) = &p.tenant {
+        s.join(tenant_adapter_room(t));
+    }
+    if !s.connected() {
+        // Closed meanwhile: its disconnect ran before these joins and could not undo them.
+        s.leave_all();
+    }
+    // After the joins, so the user's own announcement reaches this socket too; a no-op when
+    // the disconnect cleanup ran already.
+    app.presence
+        .open(&session.presence, p.tenant.as_ref(), &p.user_id);
+    session.release_first_turn();
 }
 
 async fn on_disconnect(
@@ -151,8 +160,10 @@ async fn on_disconnect(
     cleanup(&app, &session, reason).await;
 }
 
-/// Unregisters the connection (once), and announces offline after the user's last one.
+/// Unregisters the connection (once) and takes it out of presence.
 async fn cleanup(app: &AppState, session: &Session, reason: DisconnectReason) {
+    // Events still waiting for `connected` run (and find the socket closed).
+    session.release_first_turn();
     if !session.mark_closed() {
         return;
     }
@@ -164,11 +175,14 @@ async fn cleanup(app: &AppState, session: &Session, reason: DisconnectReason) {
     session
         .span
         .in_scope(|| tracing::info!(?reason, "disconnected"));
-    if app.registry.unregister(&session.conn).await {
-        app.presence
-            .announce(&p.user_id, p.tenant.as_ref(), "offline")
-            .await;
-    }
+    app.registry.unregister(&session.conn).await;
+    let shutdown = app.is_shutting_down() || matches!(reason, DisconnectReason::ClosingServer);
+    app.presence.close(
+        &session.presence,
+        session.conn.tenant.as_ref(),
+        &session.conn.user,
+        shutdown,
+    );
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 pub mod connect;
 pub mod deadlines;
 pub mod messages;
+pub mod presence;
 pub mod reaper;
 pub mod reply;
 pub mod rooms;

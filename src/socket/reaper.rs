@@ -1,7 +1,7 @@
 //! Reaps registry entries of connections that died while connecting. A transport that closes
 //! while its CONNECT is still in the middleware is gone before the socket joins the namespace,
 //! so no disconnect handler ever runs for it; without this its user would keep a phantom
-//! connection (counted against `MAX_CONNECTIONS_PER_USER`, never announced offline).
+//! connection (counted against `MAX_CONNECTIONS_PER_USER`).
 
 use std::time::Duration;
 
@@ -35,12 +35,8 @@ pub fn spawn(io: SocketIo, app: AppState) -> tokio::task::JoinHandle<()> {
 pub async fn reap(ns: &BroadcastOperators<LocalAdapter>, app: &AppState, only: Option<&UserId>) {
     let alive = |sid: &str| parse_sid(sid).is_some_and(|sid| ns.get_socket(sid).is_some());
     let reaped = app.registry.reap(only, GRACE, &alive).await;
-    for (conn, last) in &reaped {
+    // Never in presence: a connection is counted there only once `connected` was sent.
+    for (conn, _) in &reaped {
         tracing::info!(sid = %conn.socket_id, user = %conn.user, "reaped a connection that closed while connecting");
-        if *last {
-            app.presence
-                .announce(&conn.user, conn.tenant.as_ref(), "offline")
-                .await;
-        }
     }
 }

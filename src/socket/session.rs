@@ -12,15 +12,15 @@ use socketioxide::socket::Socket;
 use tokio::sync::oneshot;
 
 use crate::domain::auth::Principal;
-use crate::domain::ids::RoomKey;
-use crate::domain::presence::ConnectionInfo;
+use crate::domain::ids::{RoomKey, UserId};
+use crate::domain::presence::{ConnectionInfo, Seat};
 
 pub struct Session {
     pub conn: ConnectionInfo,
     /// The connection's log span (`sid`, `user`, `tenant`): every handler runs inside it.
     pub span: tracing::Span,
-    /// This was the user's first live connection (the user came online with it).
-    pub first_connection: bool,
+    /// The connection's count in presence (opened once `connected` is sent).
+    pub presence: Seat,
     // Replaced whole by `refresh_token`; read far more than written.
     principal: RwLock<Arc<Principal>>,
     /// `exp` of the current token (seconds since the epoch), `i64::MAX` when it has none.
@@ -28,6 +28,11 @@ pub struct Session {
     /// Rooms joined with `join_room` (not the socket's own user/tenant rooms).
     // A std Mutex: held only for a set operation, never across an await.
     joined: Mutex<HashSet<RoomKey>>,
+    /// Users whose presence the socket watches (in its own tenant).
+    // A std Mutex: held only for a set operation, never across an await.
+    watched: Mutex<HashSet<UserId>>,
+    /// The turn of the connect itself: every event waits until `connected` has been sent.
+    first_turn: Mutex<Option<Turn>>,
     pub connected_at: Instant,
     /// Milliseconds after `connected_at` of the last client event (pings do not count).
     last_activity_ms: AtomicU64,
@@ -39,7 +44,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(conn: ConnectionInfo, principal: Principal, first_connection: bool) -> Self {
+    pub fn new(conn: ConnectionInfo, principal: Principal) -> Self {
         let span = tracing::info_span!(
             "ws",
             sid = %conn.socket_id,
@@ -49,10 +54,12 @@ impl Session {
         Self {
             conn,
             span,
-            first_connection,
+            presence: Seat::default(),
             exp: AtomicI64::new(principal.exp.unwrap_or(i64::MAX)),
             principal: RwLock::new(Arc::new(principal)),
             joined: Mutex::new(HashSet::new()),
+            watched: Mutex::new(HashSet::new()),
+            first_turn: Mutex::new(None),
             connected_at: Instant::now(),
             last_activity_ms: AtomicU64::new(0),
             tail: Mutex::new(None),
@@ -115,6 +122,54 @@ impl Session {
     /// Returns whether the socket was in the room.
     pub fn remove_room(&self, key: &RoomKey) -> bool {
         self.joined().remove(key)
+    }
+
+    fn watched(&self) -> std::sync::MutexGuard<'_, HashSet<UserId>> {
+        self.watched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds the users to the watched set unless that would exceed `max`; returns the ones that
+    /// were not watched yet.
+    pub fn watch(&self, users: &[UserId], max: usize) -> Option<Vec<UserId>> {
+        let mut watched = self.watched();
+        let new: Vec<UserId> = users
+            .iter()
+            .filter(|u| !watched.contains(*u))
+            .cloned()
+            .collect();
+        if watched.len() + new.len() > max {
+            return None;
+        }
+        watched.extend(new.iter().cloned());
+        Some(new)
+    }
+
+    /// Removes the users from the watched set; returns the ones that were watched.
+    pub fn unwatch(&self, users: &[UserId]) -> Vec<UserId> {
+        let mut watched = self.watched();
+        users
+            .iter()
+            .filter(|u| watched.remove(*u))
+            .cloned()
+            .collect()
+    }
+
+    /// Called before the CONNECT ack: events queue behind the connect until `release_first_turn`.
+    pub fn hold_first_turn(&self) {
+        let turn = self.take_turn();
+        *self.first_turn.lock().unwrap_or_else(|e| e.into_inner()) = Some(turn);
+    }
+
+    /// `connected` has been sent: the socket's events may run.
+    pub fn release_first_turn(&self) {
+        let turn = self
+            .first_turn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut turn) = turn {
+            turn.pass();
+        }
     }
 
     fn take_turn(&self) -> Turn {

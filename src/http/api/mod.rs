@@ -4,6 +4,7 @@
 
 mod error;
 mod notifications;
+mod presence;
 mod publish;
 mod rooms;
 mod users;
@@ -84,6 +85,7 @@ pub fn router(state: AppState, keys: &[SecretString]) -> Option<Router> {
         .routes(routes!(rooms::history, rooms::post_message))
         .routes(routes!(rooms::grant, rooms::revoke))
         .routes(routes!(users::stats))
+        .routes(routes!(presence::presence))
         .with_state(state)
         .split_for_parts();
     let doc = Arc::new(doc);

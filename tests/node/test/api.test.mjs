@@ -42,6 +42,7 @@ describe('HTTP API', () => {
       .sort();
     assert.deepEqual(documented, [
       'DELETE /rooms/{roomId}/members/{userId}',
+      'GET /presence',
       'GET /rooms/{roomId}/messages',
       'GET /stats',
       'GET /users/{userId}/notifications',

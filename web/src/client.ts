@@ -315,6 +315,7 @@ export class RealtimeClient {
       if (room.holders > 0 || room.leaveTimer) this.sendJoin(roomId, room);
     }
     if (this.presenceLoaded) void this.loadPresence();
+    if (this.watched.size) void this.watchPresence([...this.watched]);
   }
 
   private onDisconnect(reason: string) {
@@ -785,6 +786,34 @@ export class RealtimeClient {
       // No answer: the announcements still keep the list current.
     }
   }
+
+  /**
+   * Big tenants (above the server's PRESENCE_BROADCAST_MAX) announce presence only to sockets
+   * that watch the user: `watch_presence` these users (again on every connect), and list them.
+   */
+  async watchPresence(userIds: string[]): Promise<void> {
+    const next = [...new Set(userIds)];
+    const dropped = [...this.watched].filter((u) => !next.includes(u));
+    this.watched = new Set(next);
+    const socket = this.socket;
+    if (!socket?.connected) return;
+    try {
+      if (dropped.length) socket.emit('unwatch_presence', { userIds: dropped });
+      if (!next.length) return;
+      const res = await socket.timeout(this.options.ackTimeoutMs).emitWithAck('watch_presence', { userIds: next });
+      if (!res?.ok || typeof res.users !== 'object' || res.users === null) return;
+      for (const u of next) {
+        const v = (res.users as Record<string, { status: string; since?: string }>)[u];
+        if (v?.status && v.status !== 'offline') this.presence.set(u, { userId: u, status: v.status, since: v.since ?? null });
+        else this.presence.delete(u);
+      }
+      this.publishPresence();
+    } catch {
+      // No answer: announcements for the watched users still arrive.
+    }
+  }
+
+  private watched = new Set<string>();
 
   private onUserStatus(d: { userId: string; status: string; timestamp: string }) {
     if (!d?.userId) return;

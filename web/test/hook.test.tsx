@@ -81,3 +81,26 @@ test('the connection is torn down after the last component unmounts, not before'
   await waitFor(() => expect(findClient(url, user)).toBeUndefined());
   await waitFor(async () => expect((await gw.api('/stats')).users[user]).toBeUndefined());
 });
+
+test('a disconnect by the server (API) is final: status disconnected, no reconnect loop', async () => {
+  const user = uid('u');
+  const url = `${gw.url}/ws`;
+  const reasons: string[] = [];
+  function Probe() {
+    const { status } = useWebSocket();
+    return <div>status: {status}</div>;
+  }
+  const Wrapper = wrapperFor({ url, getToken: (r) => (reasons.push(r), gw.token({ sub: user })), user, reconnectionDelay: 100 });
+  render(
+    <Wrapper>
+      <Probe />
+    </Wrapper>,
+  );
+  await screen.findByText('status: connected');
+  // The server's `connected` event: the socket is in its user room from here on.
+  await waitFor(() => expect(findClient(url, user)?.getSnapshot().userId).toBe(user));
+  expect(await gw.api(`/users/${user}/disconnect`, { method: 'POST' })).toEqual({ disconnected: 1 });
+  await screen.findByText('status: disconnected');
+  expect(findClient(url, user)?.getSnapshot().error).toBe('Disconnected by the server');
+  expect(reasons).toEqual(['connect']);
+});

@@ -70,3 +70,25 @@ test('the presence list starts from list_online and follows user_status', async 
   expect(asked).toBeGreaterThan(0);
   await fake.close();
 });
+
+test('in a big tenant the presence list shows the watched users, through watch_presence', async () => {
+  const watches: string[][] = [];
+  const fake = await fakeGateway((socket) => {
+    socket.on('list_online', (_d, ack) => ack?.({ ok: true, users: { stranger: { status: 'online', since: 't' } }, truncated: true }));
+    socket.on('watch_presence', (d, ack) => {
+      watches.push(d.userIds);
+      ack?.({ ok: true, users: { dan: { status: 'online', since: 't' }, eve: { status: 'offline', since: 't' } } });
+      setTimeout(() => socket.emit('user_status', { userId: 'eve', status: 'busy', timestamp: 't' }), 20);
+    });
+  });
+  const Wrapper = wrapperFor({ url: `${fake.url}/ws`, getToken: () => 'me', user: 'watcher' });
+  render(
+    <Wrapper>
+      <PresenceList watch={['eve', 'dan']} />
+    </Wrapper>,
+  );
+  const online = screen.getByRole('list', { name: 'Online' });
+  await waitFor(() => expect(within(online).queryAllByRole('listitem').map((li) => li.textContent?.trim())).toEqual(['dan', 'eve (busy)']));
+  expect(watches[0].sort()).toEqual(['dan', 'eve']);
+  await fake.close();
+});

@@ -1,10 +1,15 @@
 import { usePresence } from '../usePresence';
 import { useWebSocket, type UseWebSocketOptions } from '../useWebSocket';
 
+export interface PresenceListProps extends UseWebSocketOptions {
+  /** Only these users, watched with `watch_presence` (for tenants too big for announcements). */
+  watch?: string[];
+}
+
 /** Who is online in the tenant, including those who were before this page connected. */
-export function PresenceList(options: UseWebSocketOptions) {
+export function PresenceList({ watch, ...options }: PresenceListProps) {
   const { client } = useWebSocket(options);
-  const online = usePresence(client);
+  const online = usePresence(client, { watch });
   return (
     <ul className="presence" aria-label="Online">
       {online.map((p) => (

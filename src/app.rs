@@ -66,6 +66,7 @@ pub struct AppInner {
     pub auth_failures: FailureLimiter,
     /// Failed API keys per client IP (`API_KEY_FAILURES_PER_IP_PER_MINUTE`).
     pub api_key_failures: FailureLimiter,
+    pub dedupe: crate::domain::dedupe::Dedupe,
     /// This node's id in `/stats`.
     pub node_id: String,
     shutting_down: AtomicBool,
@@ -103,6 +104,15 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings, verifier: TokenVerifier) -> anyhow::Result<Self> {
+        Self::build_with_dev(settings, verifier, None).await
+    }
+
+    /// `build`, with the development sign-in of `serve --dev` when `dev` is given.
+    pub async fn build_with_dev(
+        settings: Settings,
+        verifier: TokenVerifier,
+        dev: Option<crate::http::dev::DevTokens>,
+    ) -> anyhow::Result<Self> {
         settings.validate()?;
         crate::metrics::install()?;
         let store = crate::store::connect(&settings.database_url, settings.store_timeout())
@@ -156,6 +166,10 @@ impl Application {
             trusted_proxies: TrustedProxies::parse(&settings.trusted_proxies)?,
             auth_failures: FailureLimiter::new(settings.auth_failures_per_ip_per_minute),
             api_key_failures: FailureLimiter::new(settings.api_key_failures_per_ip_per_minute),
+            dedupe: crate::domain::dedupe::Dedupe::new(
+                Duration::from_secs(settings.client_message_id_window_secs),
+                settings.client_message_id_capacity,
+            ),
             node_id: node_id(),
             shutting_down: AtomicBool::new(false),
             failed_task: OnceLock::new(),
@@ -183,7 +197,7 @@ impl Application {
             crate::socket::reaper::spawn(io.clone(), state.clone()),
         );
         state.presence.spawn();
-        let router = crate::http::router(&settings, state.clone(), layer)?;
+        let router = crate::http::router(&settings, state.clone(), layer, dev)?;
         let addr = SocketAddr::new(settings.host, settings.port);
         let listener = TcpListener::bind(addr)
             .await

@@ -126,9 +126,22 @@ async fn serve(mut settings: Settings, dev: bool) -> anyhow::Result<()> {
     if generated {
         settings.jwt.jwt_secret = Some(keys::ephemeral_secret());
     }
+    // Dev mode without API keys: one ephemeral key, printed, so the README's curl lines work.
+    let dev_api_key = (dev && settings.api_keys.is_empty()).then(keys::ephemeral_secret);
+    if let Some(key) = &dev_api_key {
+        settings.api_keys = vec![key.clone()];
+    }
     let keys = keys::load(&settings.jwt)?;
-    let issuer = keys.issuer;
-    let app = Application::build(settings.clone(), keys.verifier).await?;
+    let issuer = keys.issuer.map(std::sync::Arc::new);
+    let dev_tokens =
+        dev.then(|| issuer.clone())
+            .flatten()
+            .map(|issuer| crate::http::dev::DevTokens {
+                issuer,
+                jwt_issuer: settings.jwt.jwt_issuer.clone(),
+                jwt_audience: settings.jwt.jwt_audience.clone(),
+            });
+    let app = Application::build_with_dev(settings.clone(), keys.verifier, dev_tokens).await?;
     // After `build` (metrics installed); the node listens meanwhile, and reports not ready on
     // `/readyz` until the first fetch succeeds.
     if let Some(jwks) = &keys.jwks {
@@ -138,7 +151,13 @@ async fn serve(mut settings: Settings, dev: bool) -> anyhow::Result<()> {
     // A stable line on stdout: scripts and tests read the bound port from it.
     println!("aegisx-realtime listening on {addr}");
     if dev {
-        print_dev_banner(&settings, generated, issuer.as_ref(), addr.port())?;
+        print_dev_banner(&settings, generated, issuer.as_deref(), addr.port())?;
+        print_dev_extras(
+            &settings,
+            dev_api_key.as_ref(),
+            issuer.is_some(),
+            addr.port(),
+        );
     }
     app.run_until(shutdown_signal()).await
 }
@@ -175,6 +194,34 @@ fn print_dev_banner(
         "\nConnect with socket.io-client:\n  const socket = require(\"socket.io-client\").io(\"http://localhost:{port}/ws\", {{ auth: {{ token: \"{alice}\" }} }});\n  socket.on(\"connected\", (d) => console.log(\"connected\", d));\n  socket.emit(\"join_room\", {{ roomId: \"general\" }}, () => socket.emit(\"message\", {{ type: \"send_message\", data: {{ roomId: \"general\", message: \"hi\" }} }}));\n"
     );
     Ok(())
+}
+
+/// The development API key and the demo's address, after the banner.
+fn print_dev_extras(
+    settings: &Settings,
+    api_key: Option<&secrecy::SecretString>,
+    can_mint: bool,
+    port: u16,
+) {
+    use secrecy::ExposeSecret;
+    if let Some(key) = api_key {
+        println!(
+            "Development API key (valid until this process exits); the README's curl examples start with:\n  H='Authorization: Bearer {}'; B=http://localhost:{port}/api/v1\n",
+            key.expose_secret()
+        );
+    }
+    if !can_mint {
+        println!(
+            "The demo's sign-in (POST /dev/token) is off: JWT_PUBLIC_KEY_FILE only verifies (set JWT_PRIVATE_KEY_FILE).\n"
+        );
+    } else if settings.web_dir.join("index.html").is_file() {
+        println!("Web demo: http://localhost:{port}/ (log in as any name, tenant \"demo\")\n");
+    } else {
+        println!(
+            "Web demo not built ({} has no index.html): cd web && npm ci && npm run build\n",
+            settings.web_dir.display()
+        );
+    }
 }
 
 async fn shutdown_signal() {

@@ -327,6 +327,16 @@ pub struct Settings {
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    // Web client support.
+    /// Seconds a `send_message` `clientMessageId` is remembered, so a resend is not stored twice.
+    #[arg(long, env = "CLIENT_MESSAGE_ID_WINDOW_SECS", default_value_t = 600)]
+    pub client_message_id_window_secs: u64,
+    /// Most client message ids remembered (oldest forgotten first), bounding the memory used.
+    #[arg(long, env = "CLIENT_MESSAGE_ID_CAPACITY", default_value_t = 100_000)]
+    pub client_message_id_capacity: usize,
+    /// Directory of the built web demo served at `/` when it exists (empty: serve none).
+    #[arg(long, env = "WEB_DIR", default_value = "web/dist")]
+    pub web_dir: PathBuf,
 }
 
 /// A setting that cannot work, with the variable to fix.
@@ -596,6 +606,15 @@ impl std::fmt::Debug for Settings {
             .field("replay_cache_per_room", &self.replay_cache_per_room)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
+            .field(
+                "client_message_id_window_secs",
+                &self.client_message_id_window_secs,
+            )
+            .field(
+                "client_message_id_capacity",
+                &self.client_message_id_capacity,
+            )
+            .field("web_dir", &self.web_dir)
             .finish()
     }
 }

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod bus;
 pub mod chat;
+pub mod dedupe;
 pub mod error;
 pub mod events;
 pub mod failure_limit;

@@ -5,6 +5,7 @@ mod api;
 mod body_deadline;
 pub mod client_ip;
 mod compact;
+pub mod dev;
 mod health;
 mod metrics;
 mod origin;
@@ -30,7 +31,12 @@ pub fn bearer(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty()).then_some(credentials)
 }
 
-pub fn router(settings: &Settings, state: AppState, sio: SocketIoLayer) -> anyhow::Result<Router> {
+pub fn router(
+    settings: &Settings,
+    state: AppState,
+    sio: SocketIoLayer,
+    dev: Option<dev::DevTokens>,
+) -> anyhow::Result<Router> {
     let origins = AllowedOrigins::parse(&settings.cors_origin)?;
     let cors = CorsLayer::new()
         .allow_credentials(true)
@@ -53,9 +59,13 @@ pub fn router(settings: &Settings, state: AppState, sio: SocketIoLayer) -> anyho
             settings.metrics_token.clone(),
             settings.room_metrics_top,
         )));
-    if let Some(api) = api::router(state, &settings.api_keys) {
+    if let Some(api) = api::router(state.clone(), &settings.api_keys) {
         app = app.nest("/api/v1", api);
     }
+    if let Some(dev) = dev {
+        app = app.merge(dev::router(dev, state.clone()));
+    }
+    app = web_demo(app, &settings.web_dir);
     Ok(app
         .layer(sio)
         .layer(axum::middleware::from_fn(upgrade::guard))
@@ -72,6 +82,16 @@ pub fn router(settings: &Settings, state: AppState, sio: SocketIoLayer) -> anyho
             std::time::Duration::from_secs(settings.body_read_timeout_secs),
             body_deadline::cut_slow_bodies,
         )))
+}
+
+/// The built web demo at `/`, when its directory exists. A fallback: every route above (the
+/// API, `/metrics`, health) and the Socket.IO layer keep priority.
+fn web_demo(app: Router, dir: &std::path::Path) -> Router {
+    if dir.as_os_str().is_empty() || !dir.join("index.html").is_file() {
+        return app;
+    }
+    tracing::info!(dir = %dir.display(), "serving the web demo at /");
+    app.fallback_service(tower_http::services::ServeDir::new(dir))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::domain::auth::Principal;
+use crate::domain::dedupe::{self, Claim, Sent};
 use crate::domain::error::DomainError;
 use crate::domain::events::{BusMessage, Delivery, Target};
 use crate::domain::ids::RoomKey;
@@ -120,6 +121,13 @@ async fn send_message(
     let o = object(body, "{ roomId, message }")?;
     let key = joined_room(session, p, &o)?;
     let text = string_field(&o, "message")?;
+    let guard = match dedupe::parse_client_id(o.get("clientMessageId"))? {
+        Some(cid) => match app.dedupe.claim(key.clone(), p.user_id.clone(), cid).await {
+            Claim::Resent(s) => return Ok(json!({ "id": s.id, "seq": s.seq })),
+            Claim::First(guard) => Some(guard),
+        },
+        None => None,
+    };
     let pending = app
         .chat
         .submit(key, p.user_id.clone(), p.name.clone(), text)
@@ -127,6 +135,12 @@ async fn send_message(
     // Queued in arrival order; the next event of this socket may go while this one commits.
     turn.pass();
     let m = pending.stored().await?;
+    if let Some(guard) = guard {
+        guard.complete(Sent {
+            id: m.id.clone(),
+            seq: m.seq,
+        });
+    }
     Ok(json!({ "id": m.id, "seq": m.seq }))
 }
 

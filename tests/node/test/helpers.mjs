@@ -282,9 +282,9 @@ async function waitForBinary() {
   if (!existsSync(BIN)) throw new Error(`gateway binary not found at ${BIN} (set AEGISX_BIN)`);
 }
 
-function spawnOnce(env) {
+function spawnOnce(env, args = []) {
   return new Promise((resolve, reject) => {
-    const child = spawn(BIN, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(BIN, ['serve', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     let settled = false;
@@ -304,7 +304,7 @@ function spawnOnce(env) {
       if (m && !settled) {
         settled = true;
         clearTimeout(timer);
-        resolve({ child, port: Number(m[2]), stderr: () => stderr });
+        resolve({ child, port: Number(m[2]), stderr: () => stderr, stdout: () => stdout });
       }
     });
     child.on('error', (e) => {
@@ -324,9 +324,9 @@ function spawnOnce(env) {
 
 /**
  * Starts `aegisx-realtime serve` on 127.0.0.1 and a free port with a fresh SQLite database.
- * `env` overrides or adds settings (see src/settings.rs).
+ * `env` overrides or adds settings (see src/settings.rs); `args` are extra `serve` flags.
  */
-export async function startServer(env = {}) {
+export async function startServer(env = {}, { args = [] } = {}) {
   await waitForBinary();
   const ownDir = env.DATABASE_URL === undefined ? await mkdtemp(join(tmpdir(), 'aegisx-test-')) : null;
   const fullEnv = {
@@ -351,7 +351,7 @@ export async function startServer(env = {}) {
   let started;
   for (let attempt = 0; ; attempt++) {
     try {
-      started = await spawnOnce(fullEnv);
+      started = await spawnOnce(fullEnv, args);
       break;
     } catch (e) {
       // ENOENT / ETXTBSY while the binary is being relinked: retry a few times.
@@ -375,6 +375,7 @@ export async function startServer(env = {}) {
     child,
     exited,
     stderr: started.stderr,
+    stdout: started.stdout,
 
     /** Signs a token; `sub` defaults to a fresh user id, `exp` to +1 h. */
     token(claims = {}, opts = {}) {

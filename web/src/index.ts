@@ -1,0 +1,14 @@
+export { RealtimeClient, tokenExp, TYPING_EXPIRY_MS } from './client';
+export type { ClientOptions, ClientSnapshot, TokenReason } from './client';
+export { RealtimeProvider, useRealtimeConfig } from './context';
+export { findClient, liveClients } from './registry';
+export type { RealtimeConfig } from './context';
+export { useWebSocket, useSocketEvent } from './useWebSocket';
+export type { UseWebSocketOptions, UseWebSocketResult } from './useWebSocket';
+export { useChatRoom, TYPING_STOP_MS, TYPING_START_EVERY_MS } from './useChatRoom';
+export { useNotifications } from './useNotifications';
+export { usePresence } from './usePresence';
+export { ChatRoom } from './components/ChatRoom';
+export { NotificationBell } from './components/NotificationBell';
+export { PresenceList } from './components/PresenceList';
+export type * from './types';

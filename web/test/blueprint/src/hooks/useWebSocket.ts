@@ -1,0 +1,2 @@
+// The blueprint's ChatRoom imports its hook from here: it gets this package's hook, unchanged.
+export { useWebSocket } from '../../../../src/useWebSocket';

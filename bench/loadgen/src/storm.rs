@@ -147,6 +147,8 @@ pub async fn run(a: StormArgs) -> anyhow::Result<Outcome> {
         );
     }
     let room_of = |i: usize| format!("{prefix}-s{}", i / a.room_size);
+    // The fresh server's own footprint: the per-client figure is the peak above it.
+    let rss_at_start = stats::rss_kib(pid);
     say!("storm: opening {} connections to {}", a.clients, c.addr);
     let tokens: Vec<String> = (0..a.clients)
         .map(|i| c.token(&minter, &prefix, i))
@@ -403,6 +405,7 @@ pub async fn run(a: StormArgs) -> anyhow::Result<Outcome> {
         && sh.posts_ok.get() == posts_total;
     Ok(Outcome {
         json: json!({
+            "tenants": c.tenants.name(),
             "clients": a.clients,
             "room_size": a.room_size,
             "rooms": rooms,
@@ -437,9 +440,14 @@ pub async fn run(a: StormArgs) -> anyhow::Result<Outcome> {
                 "bad_status": sh.post_bad_status.get(),
                 "done_s": posts_done_at.map(secs),
             },
+            "server_rss_kib_at_start": rss_at_start,
             "server_rss_kib_before_restart": rss_before_kib,
             "restarted_peak_rss_kib": rss_peak,
             "restarted_peak_rss_per_client_kib": stats::round3(rss_peak as f64 / a.clients.max(1) as f64),
+            // Above the first server's footprint before any client (as `idle` counts it).
+            "restarted_peak_rss_per_client_kib_above_start": rss_at_start.map(|b| {
+                stats::round3(rss_peak.saturating_sub(b) as f64 / a.clients.max(1) as f64)
+            }),
             "errors": sh.errors.count(),
             "first_error": sh.errors.first(),
         }),

@@ -334,22 +334,10 @@ pub async fn run(a: StormArgs) -> anyhow::Result<Outcome> {
     for p in posters {
         p.abort();
     }
-    let _ = phase_tx.send(Phase::Stop);
-    let _ = stop_tx.send(true);
-    let _ = sampler.await;
-    for t in tasks {
-        t.abort();
-        let _ = t.await;
-    }
-    let hwm = vm_hwm_kib(new_pid);
-
-    // Compare with the stored history.
+    // The stored history of every room (stable now: the chat stopped, the posts are answered).
     let mut http = crate::http::Client::new(c.addr);
-    let (mut missed, mut extra, mut stored_total) = (0u64, 0u64, 0u64);
-    let mut dups = 0u64;
-    let mut recovered: Option<Instant> = Some(restart_at);
-    let mut incomplete_clients = 0u64;
-    for (r, members) in ranges.iter().enumerate() {
+    let mut stored_by_room = Vec::with_capacity(rooms);
+    for r in 0..rooms {
         let tenant = c
             .tenants
             .of(r * a.room_size)
@@ -362,30 +350,55 @@ pub async fn run(a: StormArgs) -> anyhow::Result<Outcome> {
         )
         .await
         .with_context(|| format!("reading the history of room {r}"))?;
-        stored_total += stored.len() as u64;
-        for i in members.clone() {
-            let rec = &recs[i];
-            let got = rec.seqs.borrow();
-            let m = stored.difference(&got).count() as u64;
-            missed += m;
-            extra += got.difference(&stored).count() as u64;
-            dups += rec.dups.get();
-            if m > 0 || rec.rejoined.get().is_none() {
-                incomplete_clients += 1;
-                recovered = None;
-            } else if let Some(rc) = recovered.as_mut() {
-                let at = rec
-                    .last_new
-                    .get()
-                    .into_iter()
-                    .chain(rec.rejoined.get())
-                    .max();
-                if let Some(at) = at {
-                    *rc = (*rc).max(at);
+        stored_by_room.push(stored);
+    }
+    let stored_total: u64 = stored_by_room.iter().map(|s| s.len() as u64).sum();
+    // Compare each client with its room; a replay still on its way gets until the deadline.
+    let compare = || {
+        let (mut missed, mut extra, mut dups, mut incomplete) = (0u64, 0u64, 0u64, 0u64);
+        let mut recovered: Option<Instant> = Some(restart_at);
+        for (r, members) in ranges.iter().enumerate() {
+            let stored = &stored_by_room[r];
+            for i in members.clone() {
+                let rec = &recs[i];
+                let got = rec.seqs.borrow();
+                let m = stored.difference(&got).count() as u64;
+                missed += m;
+                extra += got.difference(stored).count() as u64;
+                dups += rec.dups.get();
+                if m > 0 || rec.rejoined.get().is_none() {
+                    incomplete += 1;
+                    recovered = None;
+                } else if let Some(rc) = recovered.as_mut() {
+                    let at = rec
+                        .last_new
+                        .get()
+                        .into_iter()
+                        .chain(rec.rejoined.get())
+                        .max();
+                    if let Some(at) = at {
+                        *rc = (*rc).max(at);
+                    }
                 }
             }
         }
+        (missed, extra, dups, incomplete, recovered)
+    };
+    let (missed, extra, dups, incomplete_clients, recovered) = loop {
+        let res = compare();
+        if res.3 == 0 || Instant::now() > give_up {
+            break res;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = phase_tx.send(Phase::Stop);
+    let _ = stop_tx.send(true);
+    let _ = sampler.await;
+    for t in tasks {
+        t.abort();
+        let _ = t.await;
     }
+    let hwm = vm_hwm_kib(new_pid);
     let secs = |i: Instant| stats::round3((i - restart_at).as_secs_f64());
     let recovery_s = recovered.map(secs);
     let hist = sh.storm_connect.borrow();

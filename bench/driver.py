@@ -64,6 +64,13 @@ PLANS = {
         "notify_users": 1000,
         "notify_rate": 1000,
         "notify_secs": 5,
+        "tenant_layouts": ["per-user", "100x100", "one"],
+        "tenant_n": 10000,
+        "storm_clients": 10000,
+        "storm_chat_secs": 5,
+        "flood_others": 100,
+        "flood_stored": 1000,
+        "flood_secs": 8,
     },
     # For trying the driver itself: a couple of minutes.
     "quick": {
@@ -82,8 +89,18 @@ PLANS = {
         "notify_users": 100,
         "notify_rate": 200,
         "notify_secs": 2,
+        "tenant_layouts": ["per-user", "one"],
+        "tenant_n": 1000,
+        "storm_clients": 500,
+        "storm_chat_secs": 2,
+        "flood_others": 20,
+        "flood_stored": 200,
+        "flood_secs": 3,
     },
 }
+
+# Scenarios the peers cannot run (no storage, no history API): our gateway only.
+AEGISX_ONLY = ("storm", "replay-flood", "replay-flood-none")
 
 
 def log(msg):
@@ -126,6 +143,7 @@ class Server:
         else:
             raise ValueError(kind)
         self.cmd = ["taskset", "-c", SERVER_CPU] + cmd
+        self.env_set = {k: v for k, v in env.items() if os.environ.get(k) != v}
         self.env_shown = {k: env[k] for k in ("PORT", "DATABASE_URL", "RATE_LIMIT_PER_MINUTE", "MAX_CONNECTIONS_PER_USER", "LOG_LEVEL") if k in env}
         self.log_path = os.path.join(logdir, f"{tag}-{kind}.log")
         self.log = open(self.log_path, "w")
@@ -152,6 +170,30 @@ class Server:
 
     def alive(self):
         return self.proc.poll() is None
+
+    def restart_cmd(self):
+        """The same server on the same port, for `loadgen storm --restart-cmd` (log appended)."""
+        envs = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(self.env_set.items()))
+        return f"env {envs} {shlex.join(self.cmd)} >>{shlex.quote(self.log_path)}.restarted 2>&1"
+
+    def stop_restarted(self, pid):
+        """Stops the process `storm` started in place of this one."""
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        for _ in range(100):
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    if any(l.startswith("State:") and "Z" in l for l in f):
+                        return
+            except OSError:
+                return
+            time.sleep(0.1)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def stop(self):
         if self.proc.poll() is None:
@@ -190,7 +232,7 @@ def loadgen(args, server, label, timeout):
     res["_exit"] = p.returncode
     res["_seconds"] = round(time.time() - t0, 1)
     res["_stderr_tail"] = p.stderr.strip().splitlines()[-6:]
-    if not server.alive():
+    if not server.alive() and "restarted_pid" not in res:
         res["server_died"] = True
     return res, cmd
 
@@ -201,6 +243,10 @@ def scenario_args(plan):
     for n in plan["idle"]:
         out.append((f"idle-{n}", ["idle", "-n", str(n), "--hold", str(plan["idle_hold"]),
                                   "--connect-inflight", "128"], 180))
+    for layout in plan.get("tenant_layouts", []):
+        n = plan["tenant_n"]
+        out.append((f"idle-{n}-{layout}", ["idle", "-n", str(n), "--hold", str(plan["idle_hold"]),
+                                           "--connect-inflight", "200", "--tenants", layout], 240))
     out.append(("fanout", ["fanout", "-n", str(plan["fanout_subs"]),
                            "--rates", ",".join(map(str, plan["fanout_rates"])),
                            "--step-secs", str(plan["fanout_step"]), "--drain-secs", "2",
@@ -213,6 +259,13 @@ def scenario_args(plan):
                              "--duration", str(plan["ack_secs"])], 120))
     out.append(("notify", ["notify", "-u", str(plan["notify_users"]), "--rate", str(plan["notify_rate"]),
                            "--duration", str(plan["notify_secs"])], 120))
+    out.append(("storm", ["storm", "-n", str(plan["storm_clients"]), "-k", "10", "--rate", "0.2",
+                          "--chat-secs", str(plan["storm_chat_secs"]), "--posts-per-room", "5",
+                          "--connect-inflight", "200", "--tenants", "one"], 300))
+    for name, extra in (("replay-flood", []), ("replay-flood-none", ["--no-flood"])):
+        out.append((name, ["replay-flood", "--others", str(plan["flood_others"]), "--rate", "10",
+                           "--flood-sockets", "10", "--stored", str(plan["flood_stored"]),
+                           "--duration", str(plan["flood_secs"])] + extra, 180))
     return out
 
 
@@ -233,11 +286,34 @@ def figures(name, r):
         return {"error": r.get("error", "server died")}
     if name.startswith("idle"):
         return {
+            "connected_p99": g(r, "connect", "latency_ms", "p99"),
+            "user_status": r.get("user_status_received"),
             "rss_kib": r.get("rss_per_conn_kib"),
             "connect_rate": r.get("connect_rate_per_s"),
             "failures": r.get("failures"),
             "dropped": r.get("dropped_while_held"),
             "server_core_busy": r.get("server_core_busy_pct_while_connecting"),
+        }
+    if name == "storm":
+        return {
+            "recovery_s": r.get("recovery_s"),
+            "missed": r.get("missed"),
+            "duplicated": r.get("duplicated"),
+            "connect_p99": g(r, "storm_connect", "latency_ms", "p99"),
+            "connect_timeouts": g(r, "storm_connect", "timeouts"),
+            "connect_refused": g(r, "storm_connect", "refused"),
+            "peak_rss_kib": r.get("restarted_peak_rss_kib"),
+            "peak_rss_per_client_kib": r.get("restarted_peak_rss_per_client_kib_above_start"),
+            "posts_timed_out": g(r, "posts", "timed_out"),
+        }
+    if name.startswith("replay-flood"):
+        return {
+            "status": r.get("status"),
+            "ack_p50": g(r, "ack_latency_ms", "p50"),
+            "ack_p99": g(r, "ack_latency_ms", "p99"),
+            "joins_per_s": r.get("flood_joins_per_s"),
+            "replayed_per_s": r.get("flood_replayed_per_s"),
+            "refused_per_s": r.get("flood_refused_per_s"),
         }
     if name in ("fanout", "rooms"):
         steps = r.get("steps", [])
@@ -399,6 +475,30 @@ def render(results, plan, commands, started, elapsed, runs, servers, stamp, gate
         row(f"idle {n:,}: failed connects", "0",
             {s: med[s].get("failures") for s in present}, 0, "",
             lambda v, rb, rn: v.get("aegisx") == 0, show_ratio=False)
+    for layout in plan.get("tenant_layouts", []):
+        n = plan["tenant_n"]
+        name = f"idle-{n}-{layout}"
+        if name not in results:
+            continue
+        med = {s: M(name, s) for s in present}
+        what = {"per-user": "one tenant per user", "100x100": "tenants of 100", "one": f"one tenant of {n:,}"}[layout]
+        per_user = M(f"idle-{n}-per-user", "aegisx").get("connect_rate")
+
+        def vs_per_user(v, rb, rn, base=per_user):
+            return v.get("aegisx") is not None and base not in (None, 0) and v["aegisx"] / base >= 0.8
+
+        row(f"{n:,} users, {what}: connect rate (/s)", "≥ 0.8× per-user" if layout == "one" else "",
+            {s: med[s].get("connect_rate") for s in present}, 0, "",
+            vs_per_user if layout == "one" and per_user else None)
+        row(f"{n:,} users, {what}: p99 connect → `connected` (ms)", "≤ 250" if layout == "one" else "",
+            {s: med[s].get("connected_p99") for s in present}, 1, "",
+            (lambda v, rb, rn: v.get("aegisx") is not None and v["aegisx"] <= 250.0) if layout == "one" else None,
+            False)
+        row(f"{n:,} users, {what}: RSS per connection (KiB)", "≤ 16 KiB" if layout == "one" else "",
+            {s: med[s].get("rss_kib") for s in present}, 1, "",
+            (lambda v, rb, rn: v.get("aegisx") is not None and v["aegisx"] <= 16.0) if layout == "one" else None)
+        row(f"{n:,} users, {what}: `user_status` received", "",
+            {s: med[s].get("user_status") for s in present}, 0, "", None, False)
     if "fanout" in results:
         med = {s: M("fanout", s) for s in present}
         row(f"fanout 1×{plan['fanout_subs']:,}: highest sustained deliveries/s (p99 ≤ 50 ms, no loss)",
@@ -435,6 +535,40 @@ def render(results, plan, commands, started, elapsed, runs, servers, stamp, gate
             if st and any(x != "ran" for x in st):
                 L.append("")
                 L.append(f"notify on {SERVERS[s]}: {sorted(set(st))}")
+    if "storm" in results:
+        med = {s: M("storm", s) for s in present}
+        sc = plan["storm_clients"]
+        row(f"storm ({sc:,} clients of one tenant, rooms of 10): s from restart until every client has every message",
+            "≤ 10 s", {s: med[s].get("recovery_s") for s in present}, 2, "",
+            lambda v, rb, rn: v.get("aegisx") is not None and v["aegisx"] <= 10.0, False)
+        row("storm: missed / duplicated messages", "0 / 0",
+            {s: (None if med[s].get("missed") is None else med[s]["missed"] + (med[s].get("duplicated") or 0))
+             for s in present}, 0, "",
+            lambda v, rb, rn: v.get("aegisx") == 0, False)
+        row("storm: p99 connect during the storm (ms)", "", {s: med[s].get("connect_p99") for s in present}, 1, "",
+            None, False)
+        row("storm: connect timeouts", "", {s: med[s].get("connect_timeouts") for s in present}, 0, "", None, False)
+        row("storm: peak RSS of the restarted node per client, above an empty server's (KiB)", "≤ 16 KiB",
+            {s: med[s].get("peak_rss_per_client_kib") for s in present}, 1, "",
+            lambda v, rb, rn: v.get("aegisx") is not None and v["aegisx"] <= 16.0, False)
+        row("storm: HTTP posts timed out", "0", {s: med[s].get("posts_timed_out") for s in present}, 0, "",
+            None, False)
+    if "replay-flood" in results or "replay-flood-none" in results:
+        fl = {s: M("replay-flood", s) for s in present}
+        nf = {s: M("replay-flood-none", s) for s in present}
+        o = plan["flood_others"]
+        row(f"replay flood: {o} users' ack p99 without the flood (ms)", "",
+            {s: nf[s].get("ack_p99") for s in present}, 2, "", None, False)
+        row(f"replay flood: {o} users' ack p99 with 10 sockets looping `join_room {{since: 0}}` on {plan['flood_stored']:,} messages (ms)",
+            "≤ 5 ms", {s: fl[s].get("ack_p99") for s in present}, 2, "",
+            lambda v, rb, rn: v.get("aegisx") is not None and v["aegisx"] <= 5.0, False)
+        row("replay flood: the flood's joins/s", "",
+            {s: fl[s].get("joins_per_s") for s in present}, 1, "", None, False)
+        row("replay flood: the flood's joins refused /s (`RATE_LIMITED`, ...)", "",
+            {s: fl[s].get("refused_per_s") for s in present}, 1, "", None, False)
+    if any(n in results for n in AEGISX_ONLY):
+        L.append("")
+        L.append("Storm and replay flood run on AegisX only: the peers store nothing (no `since`, no history API).")
     L.append("")
     # Every run's figures, so the medians can be checked.
     L.append("<details><summary>Every run</summary>")
@@ -488,7 +622,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--plan", choices=sorted(PLANS), default="full")
-    ap.add_argument("--only", default="", help="comma list of scenarios: idle,fanout,rooms,chat-ack,notify")
+    ap.add_argument("--only", default="", help="comma list of scenarios: idle,fanout,rooms,chat-ack,notify,storm,replay-flood")
     ap.add_argument("--servers", default="aegisx,bare,node")
     ap.add_argument("--skip-build", action="store_true", help="use the binaries already built")
     ap.add_argument("--gateway-bin", default=os.path.join(ROOT, "target", "release", "aegisx-realtime"))
@@ -537,6 +671,8 @@ def main():
     cmds_by_name = {}
     for name, args, timeout in scenario_args(plan):
         family = name.split("-")[0] if name.startswith("idle") else name
+        if name.startswith("replay-flood"):
+            family = "replay-flood"
         if only and family not in only and name not in only:
             if name in kept.get("results", {}):
                 results[name] = kept["results"][name]
@@ -545,9 +681,10 @@ def main():
                              f"({kept.get('gateway', '?')}).")
             continue
         first_cmd = len(commands)
-        results[name] = {s: [] for s in servers}
+        run_on = [s for s in servers if s == "aegisx" or name not in AEGISX_ONLY]
+        results[name] = {s: [] for s in run_on}
         for run in range(1, a.runs + 1):
-            for s in servers:
+            for s in run_on:
                 tag = f"{name}-r{run}"
                 log(f"{name} run {run}/{a.runs} on {s}")
                 try:
@@ -556,9 +693,15 @@ def main():
                     results[name][s].append({"error": str(e)})
                     log(f"  {e}")
                     continue
+                res = None
+                run_args = args + (["--restart-cmd", srv.restart_cmd()] if name == "storm" else [])
                 try:
-                    res, cmd = loadgen(args, srv, s, timeout)
+                    res, cmd = loadgen(run_args, srv, s, timeout)
                 finally:
+                    # `storm` replaced the server by a process of its own: stop that one too.
+                    new_pid = res.get("restarted_pid") if isinstance(res, dict) else None
+                    if isinstance(new_pid, int):
+                        srv.stop_restarted(new_pid)
                     srv.stop()
                 results[name][s].append(res)
                 with open(os.path.join(outdir, f"{tag}-{s}.json"), "w") as f:
@@ -574,6 +717,8 @@ def main():
                     shown_cmd = [c.replace(ROOT + "/", "") for c in cmd]
                     shown_cmd[shown_cmd.index("--server-pid") + 1] = "$PID"
                     shown_cmd[shown_cmd.index("--addr") + 1] = "127.0.0.1:$PORT"
+                    if "--restart-cmd" in shown_cmd:
+                        shown_cmd[shown_cmd.index("--restart-cmd") + 1] = "<the server command above, same PORT>"
                     commands.append("JWT_SECRET=… API_KEY=… " + shlex.join(shown_cmd))
                 time.sleep(1)
         cmds_by_name[name] = commands[first_cmd:]

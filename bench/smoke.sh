@@ -38,9 +38,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-HOST=127.0.0.1 PORT=0 API_KEYS="$API_KEY" DATABASE_URL="sqlite://$tmp/smoke.db" \
-  RATE_LIMIT_PER_MINUTE=1000000000 MAX_CONNECTIONS_PER_USER=1000000 LOG_LEVEL=warn \
-  SHUTDOWN_TIMEOUT_SECS=2 "$AEGISX_BIN" serve >"$log" 2>&1 &
+gw_env=(HOST=127.0.0.1 API_KEYS="$API_KEY" DATABASE_URL="sqlite://$tmp/smoke.db"
+  RATE_LIMIT_PER_MINUTE=1000000000 MAX_CONNECTIONS_PER_USER=1000000 LOG_LEVEL=warn
+  SHUTDOWN_TIMEOUT_SECS=2)
+env "${gw_env[@]}" PORT=0 "$AEGISX_BIN" serve >"$log" 2>&1 &
 gw_pid=$!
 port=""
 for _ in $(seq 300); do
@@ -54,9 +55,10 @@ echo "smoke: gateway pid $gw_pid on 127.0.0.1:$port"
 
 common=(--addr "127.0.0.1:$port" --server-pid "$gw_pid" --strict --label smoke)
 failed=0
+out=""
 run() {
   local name="$1"; shift
-  local out rc=0
+  local rc=0
   out="$("$LOADGEN_BIN" "$@" "${common[@]}" 2>"$tmp/$name.err")" || rc=$?
   if [[ $rc -eq 0 ]]; then
     echo "smoke: $name ok: ${out:0:400}"
@@ -72,6 +74,19 @@ run fanout   fanout -n 20 --rates 20,50 --step-secs 2 --warmup-secs 0.5 --no-sto
 run rooms    rooms -n 40 -k 10 --rates 2 --step-secs 2 --warmup-secs 0.5 --no-stop
 run chat-ack chat-ack -c 5 -w 8 --duration 2 --warmup 0.5
 run notify   notify -u 20 --rate 50 --duration 2
+for layout in per-user 100x100 one; do
+  run "idle-$layout" idle -n 40 --hold 0.5 --settle 0.2 --tenants "$layout"
+done
+run rooms-one rooms -n 40 -k 10 --rates 2 --step-secs 1 --warmup-secs 0.3 --no-stop --tenants one
+run replay-flood replay-flood --others 10 --rate 10 --flood-sockets 3 --stored 50 --duration 2 --tenants one
+run replay-flood-none replay-flood --others 10 --rate 10 --stored 50 --duration 2 --no-flood --tenants one
+# Last: the storm restarts the gateway (same port, same database) and reports the new pid.
+restart_cmd="env $(printf '%q ' "${gw_env[@]}")PORT=$port $(printf '%q' "$AEGISX_BIN") serve >>$(printf '%q' "$log") 2>&1"
+run storm storm -n 40 -k 10 --rate 1 --chat-secs 1.5 --posts-per-room 5 --tenants one \
+  --reconnect-delay-ms 200 --reconnect-delay-max-ms 1000 --recover-timeout 20 --quiet-ms 300 \
+  --restart-cmd "$restart_cmd"
+new_pid="$(sed -n 's/.*"restarted_pid":\([0-9]*\).*/\1/p' <<<"$out")"
+[[ -n "$new_pid" ]] && gw_pid="$new_pid"
 
 if ! kill -0 "$gw_pid" 2>/dev/null; then
   echo "smoke: the gateway died during the run"; failed=1

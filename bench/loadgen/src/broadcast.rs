@@ -118,7 +118,22 @@ struct Shared {
     joins: sio::Joins,
 }
 
+/// Rooms are scoped by tenant: every member of a room must be in the same one.
+fn check_tenants(c: &Common, members: &[std::ops::Range<usize>]) -> anyhow::Result<()> {
+    for r in members {
+        let t = c.tenants.of(r.start);
+        anyhow::ensure!(
+            r.clone().all(|i| c.tenants.of(i) == t),
+            "--tenants {} puts members of one room in different tenants (rooms are per tenant)",
+            c.tenants.name()
+        );
+    }
+    Ok(())
+}
+
 pub async fn run_fanout(a: FanoutArgs) -> anyhow::Result<Outcome> {
+    let all = 0..a.subscribers + 1;
+    check_tenants(&a.common, std::slice::from_ref(&all))?;
     let prefix = a.common.prefix();
     let room: Rc<str> = format!("{prefix}-fanout").into();
     let n = a.subscribers as u64;
@@ -146,6 +161,10 @@ pub async fn run_rooms(a: RoomsArgs) -> anyhow::Result<Outcome> {
     anyhow::ensure!(a.room_size >= 1, "--room-size must be at least 1");
     let prefix = a.common.prefix();
     let rooms = a.clients.div_ceil(a.room_size);
+    let ranges: Vec<_> = (0..rooms)
+        .map(|r| r * a.room_size..((r + 1) * a.room_size).min(a.clients))
+        .collect();
+    check_tenants(&a.common, &ranges)?;
     let names: Vec<Rc<str>> = (0..rooms)
         .map(|r| format!("{prefix}-r{r}").into())
         .collect();
@@ -178,9 +197,7 @@ async fn run(
     let minter = c.minter();
     let total = roles.len();
     say!("opening {total} connections to {}", c.addr);
-    let tokens: Vec<String> = (0..total)
-        .map(|i| minter.mint(&format!("{prefix}-{i}")))
-        .collect();
+    let tokens: Vec<String> = (0..total).map(|i| c.token(&minter, prefix, i)).collect();
     let opened = sio::open_many(&t, total, c.connect_rate, c.connect_inflight, |i| {
         tokens[i].clone()
     })
@@ -531,6 +548,7 @@ async fn on_frame(
                 let _ = ws.send(Message::text("3")).await;
             }
             Frame::Event(body) => {
+                sio::count_event(body);
                 if body.starts_with("[\"chat_message\"") {
                     if role.records {
                         match sio::marker(body, finder) {

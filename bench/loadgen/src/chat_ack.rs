@@ -71,7 +71,7 @@ pub async fn run(a: ChatAckArgs) -> anyhow::Result<Outcome> {
     let minter = c.minter();
     say!("chat-ack: opening {} connections to {}", a.clients, c.addr);
     let tokens: Vec<String> = (0..a.clients)
-        .map(|i| minter.mint(&format!("{prefix}-{i}")))
+        .map(|i| c.token(&minter, &prefix, i))
         .collect();
     let opened = sio::open_many(&t, a.clients, c.connect_rate, c.connect_inflight, |i| {
         tokens[i].clone()
@@ -258,6 +258,7 @@ async fn client(
                         }
                     }
                     Frame::Event(body) => {
+                        sio::count_event(body);
                         if body.starts_with("[\"chat_message\"") {
                             sh.delivered.set(sh.delivered.get() + 1);
                         } else if body.starts_with("[\"error\"") {

@@ -24,6 +24,21 @@ impl Client {
         bearer: &str,
         body: &str,
     ) -> anyhow::Result<(u16, Vec<u8>)> {
+        self.request("POST", path, bearer, body).await
+    }
+
+    /// Sends one GET (no body).
+    pub async fn get(&mut self, path: &str, bearer: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+        self.request("GET", path, bearer, "").await
+    }
+
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        bearer: &str,
+        body: &str,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
         if self.conn.is_none() {
             let s = TcpStream::connect(self.addr)
                 .await
@@ -31,7 +46,7 @@ impl Client {
             s.set_nodelay(true)?;
             self.conn = Some(BufStream::new(s));
         }
-        let res = self.exchange(path, bearer, body).await;
+        let res = self.exchange(method, path, bearer, body).await;
         if res.is_err() {
             self.conn = None;
         }
@@ -40,13 +55,14 @@ impl Client {
 
     async fn exchange(
         &mut self,
+        method: &str,
         path: &str,
         bearer: &str,
         body: &str,
     ) -> anyhow::Result<(u16, Vec<u8>)> {
         let c = self.conn.as_mut().expect("connected");
         let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {bearer}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {bearer}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.addr,
             body.len()
         );

@@ -38,7 +38,7 @@ pub async fn run(a: IdleArgs) -> anyhow::Result<Outcome> {
     let server_core = c.server_core.map(stats::CoreMeter::start);
     say!("idle: opening {} connections to {}", a.connections, c.addr);
     let tokens: Vec<String> = (0..a.connections)
-        .map(|i| minter.mint(&format!("{prefix}-{i}")))
+        .map(|i| c.token(&minter, &prefix, i))
         .collect();
     let opened = sio::open_many(&t, a.connections, c.connect_rate, c.connect_inflight, |i| {
         tokens[i].clone()
@@ -72,6 +72,7 @@ pub async fn run(a: IdleArgs) -> anyhow::Result<Outcome> {
                         Some(Ok(Message::Text(s))) => match sio::classify(s.as_str(), &ns) {
                             Frame::Ping => { let _ = ws.send(Message::text("3")).await; }
                             Frame::Disconnect => { dropped.set(dropped.get() + 1); break; }
+                            Frame::Event(body) => sio::count_event(body),
                             _ => {}
                         },
                         Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {

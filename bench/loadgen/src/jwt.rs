@@ -7,6 +7,8 @@ use serde::Serialize;
 struct Claims<'a> {
     sub: &'a str,
     name: &'a str,
+    #[serde(rename = "tenantId", skip_serializing_if = "Option::is_none")]
+    tenant_id: Option<&'a str>,
     iat: u64,
     exp: u64,
 }
@@ -33,9 +35,15 @@ impl Minter {
     }
 
     pub fn mint(&self, sub: &str) -> String {
+        self.mint_in(sub, None)
+    }
+
+    /// A token whose `tenantId` claim is `tenant` (none: a user without a tenant).
+    pub fn mint_in(&self, sub: &str, tenant: Option<&str>) -> String {
         let claims = Claims {
             sub,
             name: sub,
+            tenant_id: tenant,
             iat: self.iat,
             exp: self.iat + self.ttl,
         };

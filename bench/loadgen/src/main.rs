@@ -11,8 +11,10 @@ mod http;
 mod idle;
 mod jwt;
 mod notify;
+mod replay_flood;
 mod sio;
 mod stats;
+mod storm;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -44,6 +46,48 @@ enum Scenario {
     /// Notifications created over `POST /api/v1/notifications` to connected users: end-to-end
     /// latency until the `notification` event arrives.
     Notify(notify::NotifyArgs),
+    /// N clients of one tenant in rooms of K chatting; the server gets SIGTERM and is started
+    /// again (`--restart-cmd`); every client reconnects with backoff and rejoins with `since`
+    /// while a backend posts messages over HTTP: recovery time, missed/duplicated, peak RSS.
+    Storm(storm::StormArgs),
+    /// One user's sockets loop `join_room { since: 0 }` on a room of stored messages while
+    /// other users chat with acks: their ack latency, the flood's joins/s (`--no-flood`: without).
+    ReplayFlood(replay_flood::ReplayFloodArgs),
+}
+
+/// How the users of a run are spread over tenants (the JWT `tenantId` claim).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tenants {
+    /// No `tenantId` claim (no presence).
+    None,
+    /// One tenant per user.
+    PerUser,
+    /// Tenants of 100 consecutive users (100 tenants of 100 for N = 10,000).
+    #[value(name = "100x100")]
+    Hundreds,
+    /// Every user in one tenant.
+    One,
+}
+
+impl Tenants {
+    pub fn name(self) -> &'static str {
+        match self {
+            Tenants::None => "none",
+            Tenants::PerUser => "per-user",
+            Tenants::Hundreds => "100x100",
+            Tenants::One => "one",
+        }
+    }
+
+    /// Index of the tenant of user `i`, if any.
+    pub fn of(self, i: usize) -> Option<usize> {
+        match self {
+            Tenants::None => None,
+            Tenants::PerUser => Some(i),
+            Tenants::Hundreds => Some(i / 100),
+            Tenants::One => Some(0),
+        }
+    }
 }
 
 /// Flags every scenario has.
@@ -85,6 +129,9 @@ pub struct Common {
     /// Exit 2 when the run lost messages, saw error events or failed connects.
     #[arg(long)]
     pub strict: bool,
+    /// Tenant layout of the users, minted into the JWT `tenantId` claim.
+    #[arg(long, value_enum, default_value = "none")]
+    pub tenants: Tenants,
 }
 
 impl Common {
@@ -111,6 +158,17 @@ impl Common {
                 .unwrap_or(0);
             format!("b{}x{t}", std::process::id())
         })
+    }
+
+    /// Tenant id of user `i` of this run.
+    pub fn tenant(&self, prefix: &str, i: usize) -> Option<String> {
+        self.tenants.of(i).map(|t| format!("{prefix}-t{t}"))
+    }
+
+    /// The token of user `i` (`sub` = `<prefix>-<i>`, tenant by `--tenants`).
+    pub fn token(&self, minter: &jwt::Minter, prefix: &str, i: usize) -> String {
+        let tenant = self.tenant(prefix, i);
+        minter.mint_in(&format!("{prefix}-{i}"), tenant.as_deref())
     }
 
     pub fn minter(&self) -> jwt::Minter {
@@ -150,6 +208,8 @@ fn main() {
         Scenario::Rooms(a) => (a.common.clone(), "rooms"),
         Scenario::ChatAck(a) => (a.common.clone(), "chat-ack"),
         Scenario::Notify(a) => (a.common.clone(), "notify"),
+        Scenario::Storm(a) => (a.common.clone(), "storm"),
+        Scenario::ReplayFlood(a) => (a.common.clone(), "replay-flood"),
     };
     let res = local.block_on(&rt, async {
         common.check()?;
@@ -160,6 +220,8 @@ fn main() {
             Scenario::Rooms(a) => broadcast::run_rooms(a).await?,
             Scenario::ChatAck(a) => chat_ack::run(a).await?,
             Scenario::Notify(a) => notify::run(a).await?,
+            Scenario::Storm(a) => storm::run(a).await?,
+            Scenario::ReplayFlood(a) => replay_flood::run(a).await?,
         };
         if let Value::Object(m) = &mut out.json {
             let mut head = serde_json::Map::new();
@@ -167,6 +229,12 @@ fn main() {
             head.insert("label".into(), json!(common.label));
             head.insert("addr".into(), json!(common.addr.to_string()));
             head.insert("clean".into(), json!(out.clean));
+            head.insert("tenants".into(), json!(common.tenants.name()));
+            // Presence cost: every `user_status` any client of the run received.
+            head.insert(
+                "user_status_received".into(),
+                json!(sio::user_status_seen()),
+            );
             head.insert("loadgen_cpu_pct_total".into(), json!(me.percent()));
             head.append(m);
             *m = head;

@@ -65,7 +65,7 @@ pub async fn run(a: NotifyArgs) -> anyhow::Result<Outcome> {
     say!("notify: opening {} connections to {}", a.users, c.addr);
     let users: Vec<String> = (0..a.users).map(|i| format!("{prefix}-{i}")).collect();
     let opened = sio::open_many(&t, a.users, c.connect_rate, c.connect_inflight, |i| {
-        minter.mint(&users[i])
+        c.token(&minter, &prefix, i)
     })
     .await;
     opened.ensure_all()?;
@@ -259,6 +259,7 @@ async fn receiver(
                             None => sh.unmarked.set(sh.unmarked.get() + 1),
                         }
                     }
+                    Frame::Event(body) => sio::count_event(body),
                     Frame::Disconnect => {
                         sh.disconnects.set(sh.disconnects.get() + 1);
                         break;

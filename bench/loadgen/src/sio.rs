@@ -69,8 +69,26 @@ fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(16 << 20))
 }
 
+thread_local! {
+    /// `user_status` events received by every client of this (single-threaded) run.
+    static USER_STATUS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Counts the events every scenario reports (today: `user_status`, the cost of presence).
+pub fn count_event(body: &str) {
+    if body.starts_with("[\"user_status\"") {
+        USER_STATUS.with(|c| c.set(c.get() + 1));
+    }
+}
+
+pub fn user_status_seen() -> u64 {
+    USER_STATUS.with(Cell::get)
+}
+
 /// Opens the websocket, reads the Engine.IO open packet, joins the namespace with the token.
-/// Returns the socket once the server answered CONNECT (`40<ns>,{sid}`).
+/// Returns the socket once the server answered CONNECT (`40<ns>,{sid}`) and sent the
+/// `connected` event (the first event of every server under test), so a connect's latency is
+/// connect → `connected`.
 pub async fn connect(t: &Target, i: usize, token: &str) -> anyhow::Result<Ws> {
     tokio::time::timeout(t.connect_timeout, connect_inner(t, i, token))
         .await
@@ -94,6 +112,8 @@ async fn connect_inner(t: &Target, i: usize, token: &str) -> anyhow::Result<Ws> 
     ws.send(Message::text(connect)).await?;
     let ok = format!("40{ns}");
     let err = format!("44{ns}");
+    let event = format!("42{ns}");
+    let mut acked = false;
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(s))) => {
@@ -101,7 +121,12 @@ async fn connect_inner(t: &Target, i: usize, token: &str) -> anyhow::Result<Ws> 
                 if s == "2" {
                     ws.send(Message::text("3")).await?;
                 } else if s.starts_with(&ok) {
-                    return Ok(ws);
+                    acked = true;
+                } else if let Some(body) = s.strip_prefix(&event) {
+                    count_event(body);
+                    if acked && body.starts_with("[\"connected\"") {
+                        return Ok(ws);
+                    }
                 } else if let Some(rest) = s.strip_prefix(&err) {
                     bail!("connect refused: {rest}");
                 }

@@ -45,12 +45,17 @@ struct Claims {
     sub: String,
     #[serde(default)]
     name: Option<String>,
+    /// Routing only: the socket joins `tenant:{tenantId}` (the gateway's audience for tenant
+    /// events), and there is no presence (the benchmarks' `user_status` count is 0 here).
+    #[serde(default, rename = "tenantId")]
+    tenant_id: Option<String>,
 }
 
 #[derive(Clone)]
 struct User {
     id: Arc<str>,
     name: Arc<str>,
+    tenant: Option<Arc<str>>,
 }
 
 struct Inner {
@@ -98,6 +103,7 @@ async fn authenticate(
     s.extensions.insert(User {
         id: c.sub.into(),
         name,
+        tenant: c.tenant_id.map(Into::into),
     });
     Ok(())
 }
@@ -107,6 +113,9 @@ async fn on_connect(s: SocketRef, Extension(user): Extension<User>) {
     s.on("leave_room", leave_room);
     s.on("message", message);
     s.join(format!("user:{}", user.id));
+    if let Some(t) = &user.tenant {
+        s.join(format!("tenant:{t}"));
+    }
     let _ = s.emit(
         "connected",
         &json!({ "message": "Connected to WebSocket server", "userId": &*user.id, "connectionId": s.id.to_string() }),

@@ -339,6 +339,10 @@ export async function startServer(env = {}, { args = [] } = {}) {
     // Generous by default so only the rate-limit tests meet the limit.
     RATE_LIMIT_PER_MINUTE: '100000',
     ...(await modeEnv(env)),
+    // Likewise for the per-IP credential failure limits (abuse.test.mjs sets them): every
+    // test client is 127.0.0.1, and several suites send bad tokens and keys on purpose.
+    AUTH_FAILURES_PER_IP_PER_MINUTE: '100000',
+    API_KEY_FAILURES_PER_IP_PER_MINUTE: '100000',
     // Likewise for the per-connection budgets (budget.test.mjs sets them).
     EVENT_BURST_PER_CONNECTION: '100000',
     MAX_EVENTS_IN_FLIGHT: '100000',

@@ -104,7 +104,17 @@ impl Fanout {
             match cmd {
                 FanoutCmd::Bus(BusMessage::Deliver(d)) => self.deliver(&ns, d).await,
                 FanoutCmd::Bus(BusMessage::DisconnectUser { user }) => {
-                    let _ = ns.to(user_adapter_room(&user)).disconnect().await;
+                    // Not through the user's room: a socket joins it only once `connected` has
+                    // been sent, and one acknowledged just before would be missed. A scan of
+                    // this node's sockets is cheap for an operator's rare call.
+                    for s in ns.sockets() {
+                        if s.extensions
+                            .get::<Arc<Session>>()
+                            .is_some_and(|session| session.conn.user == user)
+                        {
+                            let _ = s.disconnect();
+                        }
+                    }
                 }
                 FanoutCmd::Bus(BusMessage::RevokeRoom { key, user }) => {
                     for s in ns.to(user_adapter_room(&user)).sockets() {

@@ -39,6 +39,20 @@ describe('server-initiated disconnect', () => {
     assert.match(offline.timestamp, RFC3339_UTC);
     assert.equal(bystander.connected, true);
   });
+
+  test('a connection acknowledged but not yet told connected is disconnected too', async () => {
+    // Arrange: the CONNECT ack is in, `connected` (and the socket's own rooms) not yet.
+    const userId = uid('u');
+    const token = server.token({ sub: userId, tenantId: uid('t') });
+    const socket = server.client(token);
+    await new Promise((resolve) => socket.once('connect', resolve));
+    // Act
+    const res = await api('POST', `/users/${encodeURIComponent(userId)}/disconnect`);
+    // Assert
+    assert.equal(res.status, 200, res.body);
+    assert.deepEqual(res.json, { disconnected: 1 });
+    assert.equal(await disconnected(socket), 'io server disconnect');
+  });
 });
 
 describe('published events', () => {

@@ -420,7 +420,7 @@ mod tests {
             &self,
             _: &NewNotification,
         ) -> Result<Notification, StoreError> {
-            unimplemented!()
+            unreachable!("the batch test stores chat messages only")
         }
         async fn mark_notification_read(
             &self,
@@ -429,7 +429,7 @@ mod tests {
             _: &str,
             _: &str,
         ) -> Result<MarkRead, StoreError> {
-            unimplemented!()
+            unreachable!("the batch test stores chat messages only")
         }
         async fn list_notifications(
             &self,
@@ -437,16 +437,16 @@ mod tests {
             _: bool,
             _: u32,
         ) -> Result<Vec<Notification>, StoreError> {
-            unimplemented!()
+            unreachable!("the batch test stores chat messages only")
         }
         async fn grant_room(&self, _: &RoomKey, _: &UserId, _: &str) -> Result<bool, StoreError> {
-            unimplemented!()
+            unreachable!("the batch test stores chat messages only")
         }
         async fn revoke_room(&self, _: &RoomKey, _: &UserId) -> Result<bool, StoreError> {
-            unimplemented!()
+            unreachable!("the batch test stores chat messages only")
         }
         async fn has_grant(&self, _: &RoomKey, _: &UserId) -> Result<bool, StoreError> {
-            unimplemented!()
+            unreachable!("the batch test stores chat messages only")
         }
         async fn ping(&self) -> Result<(), StoreError> {
             Ok(())

@@ -2,25 +2,16 @@
 // package's hook, inside <StrictMode>, against the real gateway: it chats, and after the
 // network drops it shows what was posted meanwhile, each message once.
 
-import { act, cleanup, render, screen, waitFor } from '@testing-library/react';
+import { act, render, screen, waitFor } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
-import { afterAll, afterEach, beforeAll, expect, test } from 'vitest';
+import { expect, test } from 'vitest';
 
 import { findClient } from '../src';
 import { ChatRoom } from './blueprint/src/components/Chat/ChatRoom';
 import { setAuth } from './blueprint/src/hooks/useAuth';
-import { removeDb, startGateway, type Gateway } from './gateway';
-import { nextEvent, peer, uid, wrapperFor } from './support';
+import { nextEvent, peer, uid, wrapperFor, gatewayForFile } from './support';
 
-let gw: Gateway;
-beforeAll(async () => {
-  gw = await startGateway();
-});
-afterAll(async () => {
-  await gw.stop();
-  await removeDb(gw);
-});
-afterEach(() => cleanup());
+const gw = gatewayForFile();
 
 test("the blueprint's ChatRoom runs unchanged: chats, and after a reconnect shows what was missed, once", async () => {
   const tenant = uid('t');

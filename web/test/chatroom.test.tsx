@@ -1,23 +1,14 @@
 // The package's ChatRoom against the real gateway, inside <StrictMode>: bursts, history pages,
 // Enter / Shift+Enter, typing sent (throttled, stopped after 2 s) and expired on receipt.
 
-import { cleanup, fireEvent, render, screen, waitFor, within } from '@testing-library/react';
+import { fireEvent, render, screen, waitFor, within } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
-import { afterAll, afterEach, beforeAll, expect, test } from 'vitest';
+import { expect, test } from 'vitest';
 
 import { ChatRoom, findClient, type HistoryLoader } from '../src';
-import { removeDb, startGateway, type Gateway } from './gateway';
-import { nextEvent, peer, uid, wrapperFor } from './support';
+import { nextEvent, peer, uid, wrapperFor, gatewayForFile } from './support';
 
-let gw: Gateway;
-beforeAll(async () => {
-  gw = await startGateway();
-});
-afterAll(async () => {
-  await gw.stop();
-  await removeDb(gw);
-});
-afterEach(() => cleanup());
+const gw = gatewayForFile();
 
 async function openRoom(opts: { loadHistory?: HistoryLoader; typingExpiryMs?: number } = {}) {
   const tenant = uid('t');

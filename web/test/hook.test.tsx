@@ -1,23 +1,14 @@
 // useWebSocket against the real gateway, inside <StrictMode>: one connection for a double
 // mount, each listener called once, also after a reconnect.
 
-import { act, cleanup, render, screen, waitFor } from '@testing-library/react';
+import { act, render, screen, waitFor } from '@testing-library/react';
 import { useEffect } from 'react';
-import { afterAll, afterEach, beforeAll, expect, test } from 'vitest';
+import { expect, test } from 'vitest';
 
 import { findClient, useWebSocket } from '../src';
-import { startGateway, removeDb, type Gateway } from './gateway';
-import { uid, wrapperFor } from './support';
+import { uid, wrapperFor, gatewayForFile } from './support';
 
-let gw: Gateway;
-beforeAll(async () => {
-  gw = await startGateway();
-});
-afterAll(async () => {
-  await gw.stop();
-  await removeDb(gw);
-});
-afterEach(() => cleanup());
+const gw = gatewayForFile();
 
 test('a StrictMode double mount opens one connection and each listener is called once, before and after a reconnect', async () => {
   const user = uid('u');

@@ -1,23 +1,14 @@
 // NotificationBell against the real gateway; PresenceList against the contract (list_online,
 // PROTOCOL §3, then user_status) on an in-process socket.io server. Inside <StrictMode>.
 
-import { cleanup, render, screen, waitFor, within } from '@testing-library/react';
+import { render, screen, waitFor, within } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
-import { afterAll, afterEach, beforeAll, expect, test } from 'vitest';
+import { expect, test } from 'vitest';
 
 import { findClient, NotificationBell, PresenceList } from '../src';
-import { removeDb, startGateway, type Gateway } from './gateway';
-import { fakeGateway, uid, wrapperFor } from './support';
+import { fakeGateway, uid, wrapperFor, gatewayForFile } from './support';
 
-let gw: Gateway;
-beforeAll(async () => {
-  gw = await startGateway();
-});
-afterAll(async () => {
-  await gw.stop();
-  await removeDb(gw);
-});
-afterEach(() => cleanup());
+const gw = gatewayForFile();
 
 test('the bell counts unread notifications (stored and live), lists them, and drops the count right after a mark', async () => {
   const user = uid('u');

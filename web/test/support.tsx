@@ -9,7 +9,36 @@ import { StrictMode, type ReactNode } from 'react';
 import { Server, type Socket as ServerSocket } from 'socket.io';
 import { io, type Socket } from 'socket.io-client';
 
+import { cleanup } from '@testing-library/react';
+import { afterAll, afterEach, beforeAll } from 'vitest';
+
 import { RealtimeProvider, type RealtimeConfig } from '../src';
+import { removeDb, startGateway, type Gateway } from './gateway';
+
+/**
+ * One real gateway for the test file: started before its tests, stopped (its database removed)
+ * after them; the DOM is cleaned after each test. Read it only inside tests and hooks.
+ */
+export function gatewayForFile(): Gateway {
+  let current: Gateway | undefined;
+  beforeAll(async () => {
+    current = await startGateway();
+  });
+  afterAll(async () => {
+    if (current) {
+      await current.stop();
+      await removeDb(current);
+    }
+  });
+  afterEach(() => cleanup());
+  return new Proxy({} as Gateway, {
+    get(_, key) {
+      if (!current) throw new Error('the gateway is started in beforeAll: use it inside a test');
+      const value = Reflect.get(current, key);
+      return typeof value === 'function' ? value.bind(current) : value;
+    },
+  });
+}
 
 let n = 0;
 export function uid(prefix: string) {

@@ -2,22 +2,13 @@
 // token is refreshed before exp, an expired or invalid one is retried once with a fresh token,
 // and a second refusal ends in `unauthorized` instead of a loop.
 
-import { cleanup, render, screen, waitFor } from '@testing-library/react';
-import { afterAll, afterEach, beforeAll, expect, test } from 'vitest';
+import { render, screen, waitFor } from '@testing-library/react';
+import { expect, test } from 'vitest';
 
 import { useWebSocket, type TokenReason } from '../src';
-import { removeDb, startGateway, type Gateway } from './gateway';
-import { uid, wrapperFor } from './support';
+import { uid, wrapperFor, gatewayForFile } from './support';
 
-let gw: Gateway;
-beforeAll(async () => {
-  gw = await startGateway();
-});
-afterAll(async () => {
-  await gw.stop();
-  await removeDb(gw);
-});
-afterEach(() => cleanup());
+const gw = gatewayForFile();
 
 function Status() {
   const { status, error, on, off } = useWebSocket();

@@ -170,7 +170,7 @@ impl Application {
                 Duration::from_secs(settings.client_message_id_window_secs),
                 settings.client_message_id_capacity,
             ),
-            node_id: node_id(),
+            node_id: settings.node_id.clone().unwrap_or_else(node_id),
             shutting_down: AtomicBool::new(false),
             failed_task: OnceLock::new(),
         }));

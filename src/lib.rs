@@ -8,6 +8,7 @@ pub mod fanout;
 pub mod http;
 pub mod keys;
 pub mod metrics;
+pub mod redis;
 pub mod server;
 pub mod settings;
 pub mod socket;

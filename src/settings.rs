@@ -184,6 +184,14 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub database_url: String,
+    /// Redis (`redis://host:port`) or Redis Cluster (`redis-cluster://host:port?node=host:port`).
+    /// Set: this node is one of a cluster (bus, registry, rate limits and presence shared through
+    /// Redis). Unset: a single node.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// This node's id in the cluster (`/stats`, registry entries). Default: `hostname:pid`.
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
     /// API keys for `/api/v1` (comma list). None: the HTTP API is off (404).
     #[arg(long, env = "API_KEYS", value_delimiter = ',', hide_env_values = true)]
     pub api_keys: Vec<SecretString>,
@@ -541,6 +549,11 @@ impl std::fmt::Debug for Settings {
                 "database_url",
                 &crate::store::redact_url(&self.database_url),
             )
+            .field(
+                "redis_url",
+                &self.redis_url.as_deref().map(crate::store::redact_url),
+            )
+            .field("node_id", &self.node_id)
             .field(
                 "api_keys",
                 &format_args!("[{} redacted]", self.api_keys.len()),

@@ -42,6 +42,16 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "Refused CONNECTs to /ws, by reason",
     ),
     (
+        "aegisx_handshakes_refused_total",
+        "counter",
+        "Engine.IO opens refused with 503 because MAX_HANDSHAKES_IN_PROGRESS were in progress",
+    ),
+    (
+        "aegisx_handshakes_in_progress",
+        "gauge",
+        "Handshakes between the Engine.IO open and `connected`",
+    ),
+    (
         "websocket_errors_total",
         "counter",
         "Errors answered to clients, by code",
@@ -165,6 +175,7 @@ pub fn install() -> anyhow::Result<()> {
         counter!("aegisx_presence_announcements_total", "audience" => audience).absolute(0);
     }
     counter!("websocket_slow_consumer_disconnects_total").absolute(0);
+    counter!("aegisx_handshakes_refused_total").absolute(0);
     for surface in ["socket", "api"] {
         counter!("aegisx_auth_throttled_total", "surface" => surface).absolute(0);
     }
@@ -231,6 +242,16 @@ pub fn queues(bus: crate::domain::bus::BusState, write_queue_depth: usize) {
     gauge!("aegisx_bus_connected", "bus" => bus.kind).set(if bus.connected { 1.0 } else { 0.0 });
     gauge!("aegisx_fanout_queue_depth").set(bus.fanout_queue_depth as f64);
     gauge!("aegisx_chat_write_queue_depth").set(write_queue_depth as f64);
+}
+
+/// An Engine.IO open refused by admission control (`MAX_HANDSHAKES_IN_PROGRESS`).
+pub fn handshake_refused() {
+    counter!("aegisx_handshakes_refused_total").increment(1);
+}
+
+/// Handshakes holding a slot, set just before a scrape renders it.
+pub fn handshakes_in_progress(n: usize) {
+    gauge!("aegisx_handshakes_in_progress").set(n as f64);
 }
 
 /// HTTP connections being served (long-polling and API included, websockets not).

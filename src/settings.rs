@@ -229,6 +229,11 @@ pub struct Settings {
     /// refused CONNECT keeps its transport).
     #[arg(long, env = "CONNECT_TIMEOUT_SECS", default_value_t = 10)]
     pub connect_timeout_secs: u64,
+    /// Handshakes in progress at once on the node, from the request that opens an Engine.IO
+    /// session to `connected` (the client's round trips included); a further opening request
+    /// gets 503 with `Retry-After`, which socket.io-client retries with its backoff.
+    #[arg(long, env = "MAX_HANDSHAKES_IN_PROGRESS", default_value_t = 1024)]
+    pub max_handshakes_in_progress: usize,
     /// Seconds a client has to send complete HTTP request headers.
     #[arg(long, env = "HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
     pub handshake_timeout_secs: u64,
@@ -384,7 +389,7 @@ pub enum SettingsError {
 impl Settings {
     /// Checks the limits; key material is checked when the keys are loaded.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        let checks: [(&'static str, bool, &'static str); 16] = [
+        let checks: [(&'static str, bool, &'static str); 17] = [
             (
                 "RATE_LIMIT_PER_MINUTE",
                 self.rate_limit_per_minute >= 1,
@@ -418,6 +423,11 @@ impl Settings {
             (
                 "CONNECT_TIMEOUT_SECS",
                 self.connect_timeout_secs >= 1,
+                "at least 1",
+            ),
+            (
+                "MAX_HANDSHAKES_IN_PROGRESS",
+                self.max_handshakes_in_progress >= 1,
                 "at least 1",
             ),
             (
@@ -572,6 +582,10 @@ impl std::fmt::Debug for Settings {
             .field("max_replay", &self.max_replay)
             .field("inactive_timeout_secs", &self.inactive_timeout_secs)
             .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field(
+                "max_handshakes_in_progress",
+                &self.max_handshakes_in_progress,
+            )
             .field("handshake_timeout_secs", &self.handshake_timeout_secs)
             .field("body_read_timeout_secs", &self.body_read_timeout_secs)
             .field("max_header_bytes", &self.max_header_bytes)

@@ -1,5 +1,7 @@
 //! `GET /metrics`: Prometheus text, behind `METRICS_TOKEN` when one is set.
 
+use std::sync::Arc;
+
 use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -8,16 +10,22 @@ use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
+use crate::http::admission::Admission;
 
 #[derive(Clone)]
 pub struct MetricsAccess {
     token: Option<SecretString>,
     top_rooms: usize,
+    admission: Arc<Admission>,
 }
 
 impl MetricsAccess {
-    pub fn new(token: Option<SecretString>, top_rooms: usize) -> Self {
-        Self { token, top_rooms }
+    pub fn new(token: Option<SecretString>, top_rooms: usize, admission: Arc<Admission>) -> Self {
+        Self {
+            token,
+            top_rooms,
+            admission,
+        }
     }
 }
 
@@ -41,6 +49,7 @@ pub async fn metrics(
         }
     }
     crate::metrics::queues(app.bus.state(), app.chat.queue_depth());
+    crate::metrics::handshakes_in_progress(access.admission.in_progress());
     (
         [(
             header::CONTENT_TYPE,

@@ -1,6 +1,7 @@
 //! The axum adapter: health and readiness, CORS and the websocket Origin check around the
 //! Socket.IO layer.
 
+pub mod admission;
 mod api;
 mod body_deadline;
 pub mod client_ip;
@@ -50,6 +51,7 @@ pub fn router(
                     .collect::<Vec<_>>(),
             ),
         });
+    let admission = admission::Admission::new(settings.max_handshakes_in_progress);
     let mut app = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -58,6 +60,7 @@ pub fn router(
         .layer(axum::Extension(metrics::MetricsAccess::new(
             settings.metrics_token.clone(),
             settings.room_metrics_top,
+            admission.clone(),
         )));
     if let Some(api) = api::router(state.clone(), &settings.api_keys) {
         app = app.nest("/api/v1", api);
@@ -69,6 +72,11 @@ pub fn router(
     Ok(app
         .layer(sio)
         .layer(axum::middleware::from_fn(upgrade::guard))
+        // Outside the handshake check: a refusal here is the cheapest answer the path has.
+        .layer(axum::middleware::from_fn_with_state(
+            admission,
+            admission::admit,
+        ))
         .layer(axum::middleware::from_fn(compact::compact_head))
         .layer(axum::middleware::from_fn_with_state(origins, origin::guard))
         .layer(cors)

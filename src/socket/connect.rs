@@ -12,6 +12,7 @@ use crate::app::AppState;
 use crate::domain::auth::AuthError;
 use crate::domain::ids::{tenant_adapter_room, user_adapter_room};
 use crate::domain::presence::{ConnectionInfo, RegistryError};
+use crate::http::admission::HandshakeSlot;
 use crate::socket::session::Session;
 use crate::socket::{guard, messages, presence, rooms, token};
 
@@ -141,7 +142,12 @@ pub async fn on_connect(
         "userId": p.user_id,
         "connectionId": s.id.to_string(),
     });
-    if let Err(SendError::Socket(SocketError::Closed)) = s.emit("connected", &connected) {
+    let sent = s.emit("connected", &connected);
+    // The handshake is over either way: its admission slot goes to the next one.
+    if let Some(slot) = s.req_parts().extensions.get::<HandshakeSlot>() {
+        slot.release();
+    }
+    if let Err(SendError::Socket(SocketError::Closed)) = sent {
         // The transport closed while the CONNECT was in flight, unseen by the namespace: close
         // the socket here so its disconnect handler runs.
         let _ = s.disconnect();

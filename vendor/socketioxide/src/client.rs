@@ -134,14 +134,23 @@ impl<A: Adapter> Client<A> {
 
     /// Spawn a task that will close the socket if it is not connected to a namespace
     /// after the [`SocketIoConfig::connect_timeout`] duration
+    ///
+    /// AegisX patch: the task holds the socket weakly. Upstream held it until the timeout, so a
+    /// session closed before it connected (and its request head, with what the gateway keeps in
+    /// it) stayed alive for the whole `connect_timeout`. Dropping the socket drops `tx`, which
+    /// ends the task.
     fn spawn_connect_timeout_task(&self, socket: Arc<EIoSocket<SocketData<A>>>) {
         #[cfg(feature = "tracing")]
         tracing::debug!("spawning connect timeout task");
         let (tx, rx) = oneshot::channel();
         socket.data.connect_recv_tx.lock().unwrap().replace(tx);
+        let socket = Arc::downgrade(&socket);
 
         tokio::spawn(
             tokio::time::timeout(self.config.connect_timeout, rx).map_err(move |_| {
+                let Some(socket) = socket.upgrade() else {
+                    return;
+                };
                 #[cfg(feature = "tracing")]
                 tracing::debug!("connect timeout for socket {}", socket.id);
                 socket.close(EIoDisconnectReason::TransportClose);

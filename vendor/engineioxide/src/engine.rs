@@ -9,6 +9,7 @@ use http::request::Parts;
 use crate::{
     config::EngineIoConfig,
     handler::EngineIoHandler,
+    heartbeat::Heartbeats,
     socket::{DisconnectReason, SessionCloser, Socket},
 };
 
@@ -24,6 +25,9 @@ pub struct EngineIo<H: EngineIoHandler> {
 
     /// The config for the engine.io server
     pub config: EngineIoConfig,
+
+    /// AegisX patch: the v4 heartbeats of every session, in one task (`heartbeat.rs`).
+    pub(crate) heartbeats: Heartbeats,
 }
 
 impl<H: EngineIoHandler> EngineIo<H> {
@@ -33,6 +37,7 @@ impl<H: EngineIoHandler> EngineIo<H> {
             sockets: RwLock::new(HashMap::new()),
             config,
             handler,
+            heartbeats: Heartbeats::new(),
         }
     }
 }

@@ -58,11 +58,15 @@ use std::{
     collections::VecDeque,
     fmt::Debug,
     sync::{
-        Arc, Weak,
+        Weak,
         atomic::{AtomicBool, AtomicU8, Ordering},
     },
-    time::Duration,
 };
+// AegisX patch: only the v3 heartbeat (and the test harness) still use these here.
+#[cfg(any(feature = "v3", feature = "__test_harness"))]
+use std::sync::Arc;
+#[cfg(feature = "v3")]
+use std::time::Duration;
 
 use crate::{config::EngineIoConfig, errors::Error};
 use bytes::Bytes;
@@ -72,13 +76,13 @@ use engineioxide_core::{Packet, PacketBuf, ProtocolVersion, Str, TransportType};
 /// block of 32 slots when the channel is created, so the slot size is paid by every idle socket
 /// (32 x 168 B = 5.3 KiB for a bare `PacketBuf`, 32 x 8 B boxed).
 pub(crate) type ChanItem = Box<PacketBuf>;
+#[cfg(feature = "v3")]
 use futures_util::FutureExt;
 use http::request::Parts;
 use smallvec::{SmallVec, smallvec};
 use tokio::sync::{
     Mutex, Notify,
     mpsc::{self, Receiver, error::TrySendError},
-    watch,
 };
 
 pub use engineioxide_core::Sid;
@@ -163,19 +167,38 @@ impl Permit<'_> {
 pub(crate) struct InternalRx {
     pub buffered_rx: Receiver<ChanItem>,
     pub peeked_packet: Option<PacketBuf>,
-    pub volatile_rx: watch::Receiver<Option<ChanItem>>,
 }
 
 impl InternalRx {
-    fn new(
-        buffered_rx: Receiver<ChanItem>,
-        volatile_rx: watch::Receiver<Option<ChanItem>>,
-    ) -> Self {
+    fn new(buffered_rx: Receiver<ChanItem>) -> Self {
         Self {
             buffered_rx,
             peeked_packet: None,
-            volatile_rx,
         }
+    }
+}
+
+/// AegisX patch: the latest volatile packets, waiting for the transport. Upstream used a
+/// `tokio::sync::watch` channel, whose shared state (a lock, a version and nine `Notify`s) is a
+/// ~370-byte allocation made for every socket, whether it ever sends a volatile packet or not.
+/// A slot and one `Notify` inline give the same semantics: a send replaces what was not sent
+/// yet, the transport takes the latest once.
+#[derive(Debug, Default)]
+pub(crate) struct Volatile {
+    slot: std::sync::Mutex<Option<ChanItem>>,
+    pub notify: Notify,
+}
+
+impl Volatile {
+    fn put(&self, packets: ChanItem) {
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(packets);
+        self.notify.notify_one();
+    }
+
+    /// The latest volatile packets not sent yet (the notification may be for ones already
+    /// taken).
+    pub(crate) fn take(&self) -> Option<ChanItem> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
@@ -262,10 +285,9 @@ where
     /// Channel to send [PacketBuf] to the internal connection
     pub(crate) internal_tx: mpsc::Sender<ChanItem>,
 
-    /// Channel to send volatile [PacketBuf]s that bypass the internal buffer.
-    /// Uses a [`watch`](tokio::sync::watch) channel so only the latest volatile
+    /// Volatile [PacketBuf]s that bypass the internal buffer. Only the latest volatile
     /// message is retained; subsequent volatile sends overwrite the previous one.
-    volatile_tx: watch::Sender<Option<ChanItem>>,
+    pub(crate) volatile: Volatile,
 
     /// Signals a Pong (v4 protocol) or Ping (v3 protocol) from the connection to the heartbeat
     /// job. AegisX patch: a `Notify` (its one stored permit is the capacity-1 channel this was)
@@ -300,7 +322,6 @@ where
         supports_binary: bool,
     ) -> Self {
         let (internal_tx, internal_rx) = mpsc::channel(config.max_buffer_size);
-        let (volatile_tx, volatile_rx) = watch::channel(None);
 
         Self {
             id: Sid::new(),
@@ -309,10 +330,10 @@ where
             upgrading: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
 
-            internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
+            internal_rx: Mutex::new(InternalRx::new(internal_rx)),
             internal_tx,
 
-            volatile_tx,
+            volatile: Volatile::default(),
 
             heartbeat: Notify::new(),
             cancellation_token: CancellationToken::new(),
@@ -364,16 +385,18 @@ where
         self.upgrading.store(true, Ordering::Relaxed);
     }
 
-    /// Spawn the heartbeat job
+    /// Spawn the heartbeat job of a protocol v3 session (the client pings, the server answers).
+    /// AegisX patch: v4 sessions have no task of their own; see `heartbeat.rs`.
     ///
     /// Keep a handle to the job so that it can be aborted when the socket is closed
+    #[cfg(feature = "v3")]
     pub(crate) fn spawn_heartbeat(self: Arc<Self>, interval: Duration, timeout: Duration) {
         let cancellation_token = self.cancellation_token.clone();
 
         tokio::spawn(
             cancellation_token
                 .run_until_cancelled_owned(async move {
-                    if let Err(_e) = self.heartbeat_job(interval, timeout).await {
+                    if let Err(_e) = self.heartbeat_job_v3(interval, timeout).await {
                         self.close(DisconnectReason::HeartbeatTimeout);
                         #[cfg(feature = "tracing")]
                         tracing::debug!(id = ?self.id, "heartbeat error: {_e}");
@@ -384,64 +407,6 @@ where
                     tracing::debug!(aborted = _v.is_none(), "heartbeat job completed");
                 }),
         );
-    }
-
-    /// Heartbeat is sent every `interval` milliseconds by the client and the server `is` expected to respond within `timeout` milliseconds.
-    ///
-    /// If the client or server does not respond within the timeout, the connection is closed.
-    #[cfg(feature = "v3")]
-    async fn heartbeat_job(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
-        match self.protocol {
-            ProtocolVersion::V3 => self.heartbeat_job_v3(interval, timeout).await,
-            ProtocolVersion::V4 => self.heartbeat_job_v4(interval, timeout).await,
-        }
-    }
-
-    /// Heartbeat is sent every `interval` milliseconds and the client is expected to respond within `timeout` milliseconds.
-    ///
-    /// If the client does not respond within the timeout, the connection is closed.
-    #[cfg(not(feature = "v3"))]
-    async fn heartbeat_job(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
-        self.heartbeat_job_v4(interval, timeout).await
-    }
-
-    /// Heartbeat is sent every `interval` milliseconds and the client is expected to respond within `timeout` milliseconds.
-    ///
-    /// If the client does not respond within the timeout, the connection is closed.
-    async fn heartbeat_job_v4(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
-        #[cfg(feature = "tracing")]
-        tracing::debug!(sid = ?self.id, "heartbeat sender routine started");
-
-        let mut interval_tick = tokio::time::interval(interval);
-        interval_tick.tick().await;
-        // Some clients send the pong packet in first. If that happens, we should consume it.
-        self.heartbeat.notified().now_or_never();
-        loop {
-            // If we are currently upgrading we should pause the heartbeat process
-            if self.is_upgrading() {
-                interval_tick.tick().await;
-                continue;
-            }
-
-            #[cfg(feature = "tracing")]
-            tracing::trace!(sid = ?self.id, "emitting ping");
-
-            self.internal_tx
-                .try_send(Box::new(smallvec![Packet::Ping]))
-                .map_err(|_| Error::HeartbeatTimeout)?;
-
-            #[cfg(feature = "tracing")]
-            tracing::trace!(sid = ?self.id, "waiting for pong");
-
-            tokio::time::timeout(timeout, self.heartbeat.notified())
-                .await
-                .map_err(|_| Error::HeartbeatTimeout)?;
-
-            #[cfg(feature = "tracing")]
-            tracing::trace!(sid = ?self.id, "pong received");
-
-            interval_tick.tick().await;
-        }
     }
 
     #[cfg(feature = "v3")]
@@ -607,7 +572,11 @@ where
     }
 
     pub(crate) fn send_volatile(&self, packets: PacketBuf) -> bool {
-        self.volatile_tx.send(Some(Box::new(packets))).is_ok()
+        if self.cancellation_token.is_cancelled() {
+            return false;
+        }
+        self.volatile.put(Box::new(packets));
+        true
     }
 }
 
@@ -667,18 +636,18 @@ where
         buffer_size: usize,
     ) -> (Arc<Socket<D>>, tokio::sync::mpsc::Receiver<Packet>) {
         let (internal_tx, internal_rx) = mpsc::channel(buffer_size);
-        let (volatile_tx, volatile_rx) = watch::channel(None);
 
         let sock = Self {
             id: sid,
             protocol: ProtocolVersion::V4,
             transport: AtomicU8::new(TransportType::Websocket as u8),
             upgrading: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
 
-            internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
+            internal_rx: Mutex::new(InternalRx::new(internal_rx)),
             internal_tx,
 
-            volatile_tx,
+            volatile: Volatile::default(),
 
             heartbeat: Notify::new(),
             cancellation_token: CancellationToken::new(),

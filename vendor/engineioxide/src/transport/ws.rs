@@ -160,9 +160,7 @@ where
 
         let mut ws = ws_init().await;
         init_handshake(socket.id, &mut ws, &engine.config).await?;
-        socket
-            .clone()
-            .spawn_heartbeat(engine.config.ping_interval, engine.config.ping_timeout);
+        engine.start_heartbeat(&socket);
         (socket, ws)
     };
     let (tx, rx) = ws.split();
@@ -282,11 +280,7 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
         tracing::debug!(sid = %socket.id, "session closed before starting the ws writer");
         return;
     };
-    let InternalRx {
-        buffered_rx,
-        volatile_rx,
-        ..
-    } = &mut *internal_rx;
+    let InternalRx { buffered_rx, .. } = &mut *internal_rx;
 
     // map a packet to a websocket message
     // It is declared as a macro rather than a closure to avoid ownership issues
@@ -347,9 +341,8 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
                     }
                 }
                 _ = socket.cancellation_token.cancelled() => break,
-                Ok(()) = volatile_rx.changed() => {
-                    let val = volatile_rx.borrow_and_update().clone();
-                    if let Some(packets) = val {
+                () = socket.volatile.notify.notified() => {
+                    if let Some(packets) = socket.volatile.take() {
                         #[cfg(feature = "tracing")]
                         tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
                         for item in *packets {

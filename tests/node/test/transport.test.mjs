@@ -319,4 +319,38 @@ describe('Engine.IO heartbeat', () => {
       await fast.stop();
     }
   });
+
+  test('a long-polling session that stops polling is closed after pingTimeout; one that polls stays connected', { timeout: 15000 }, async () => {
+    // Arrange
+    const fast = await startServer({ PING_INTERVAL_MS: '200', PING_TIMEOUT_MS: '300' });
+    try {
+      const base = `${fast.url}/socket.io/?EIO=4&transport=polling`;
+      const open = await request(base);
+      const { sid } = JSON.parse(open.body.slice(1));
+      const connect = await request(`${base}&sid=${sid}`, {
+        method: 'POST',
+        headers: { 'content-type': 'text/plain;charset=UTF-8' },
+        body: `40/ws,${JSON.stringify({ token: fast.token() })}`,
+      });
+      assert.equal(connect.status, 200);
+      const polling = await fast.connect(fast.token(), { transports: ['polling'] });
+      // Act: the raw session never polls, so its pings are never answered.
+      const deadline = Date.now() + 5000;
+      let gone;
+      while (Date.now() < deadline) {
+        gone = await request(`${base}&sid=${sid}`, { method: 'POST', headers: { 'content-type': 'text/plain;charset=UTF-8' }, body: '6' });
+        if (gone.status !== 200) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      // Assert: the session is unknown now (closed by its heartbeat); the polling client,
+      // which answers its pings, is served several ping rounds later.
+      assert.equal(gone.status, 400, `the silent session is closed: ${gone.status} ${gone.body}`);
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.equal(polling.connected, true);
+      const res = await sendMessage(polling, 'mystery', {});
+      assert.equal(res.error.code, 'UNKNOWN_EVENT');
+    } finally {
+      await fast.stop();
+    }
+  });
 });

@@ -147,6 +147,11 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 // Local socket count per room. The room gauge is rendered from it at scrape time, bounded to
 // the largest rooms, so rooms that empty out leave no stale series behind.
 static ROOMS: OnceLock<Mutex<HashMap<RoomKey, u64>>> = OnceLock::new();
+// Live connections per `tenant_id` label, rendered at scrape time like the room gauge. In the
+// recorder every tenant would be a label set for good (its key, label vector, value string and
+// atomic: about 0.25 KiB, per connection when every user is a tenant of its own, and a series
+// left at 0 after its last connection); here a tenant is one map entry while it has one.
+static TENANTS: OnceLock<Mutex<HashMap<Box<str>, u64>>> = OnceLock::new();
 
 /// Installs the Prometheus recorder (once per process).
 pub fn install() -> anyhow::Result<()> {
@@ -182,6 +187,13 @@ pub fn install() -> anyhow::Result<()> {
     Ok(())
 }
 
+fn tenants() -> std::sync::MutexGuard<'static, HashMap<Box<str>, u64>> {
+    TENANTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
 fn rooms() -> std::sync::MutexGuard<'static, HashMap<RoomKey, u64>> {
     ROOMS
         .get_or_init(Default::default)
@@ -195,6 +207,7 @@ pub fn render(top_rooms: usize) -> String {
         .get()
         .map(PrometheusHandle::render)
         .unwrap_or_default();
+    render_tenants(&mut out);
     add_empty_families(&mut out);
     let mut largest: Vec<(String, u64)> = rooms()
         .iter()
@@ -213,6 +226,29 @@ pub fn render(top_rooms: usize) -> String {
         ));
     }
     out
+}
+
+/// `websocket_connections_total`, from the live per-tenant counts (sorted, for stable output).
+fn render_tenants(out: &mut String) {
+    let mut live: Vec<(String, u64)> = tenants()
+        .iter()
+        .map(|(t, n)| (escape_label(t), *n))
+        .collect();
+    if live.is_empty() {
+        // `add_empty_families` gives it its `# HELP`/`# TYPE`.
+        return;
+    }
+    live.sort_unstable();
+    let name = "websocket_connections_total";
+    let help = FAMILIES
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map_or("", |(_, _, h)| *h);
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+    for (tenant, n) in live {
+        out.push_str(&format!("{name}{{tenant_id=\"{tenant}\"}} {n}\n"));
+    }
+    out.push('\n');
 }
 
 /// Appends `# HELP`/`# TYPE` for each family the exporter left out for want of a series.
@@ -260,11 +296,25 @@ pub fn http_connections(n: usize) {
 }
 
 pub fn connection_opened(tenant: &str) {
-    gauge!("websocket_connections_total", "tenant_id" => tenant.to_owned()).increment(1.0);
+    let mut live = tenants();
+    match live.get_mut(tenant) {
+        Some(n) => *n += 1,
+        None => {
+            live.insert(tenant.into(), 1);
+        }
+    }
 }
 
 pub fn connection_closed(tenant: &str, lasted: Duration) {
-    gauge!("websocket_connections_total", "tenant_id" => tenant.to_owned()).decrement(1.0);
+    {
+        let mut live = tenants();
+        if let Some(n) = live.get_mut(tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                live.remove(tenant);
+            }
+        }
+    }
     histogram!("websocket_connection_duration_seconds").record(lasted.as_secs_f64());
 }
 
@@ -417,6 +467,29 @@ mod tests {
                 "{name} is emitted but not listed in FAMILIES"
             );
         }
+    }
+
+    #[test]
+    fn the_tenant_gauge_counts_live_connections_and_drops_an_emptied_tenant() {
+        let (a, b) = ("metrics-test-tenant-a", "metrics-test-tenant-\"b\"");
+        connection_opened(a);
+        connection_opened(a);
+        connection_opened(b);
+        connection_closed(a, Duration::ZERO);
+        let mut out = String::new();
+        render_tenants(&mut out);
+        assert!(out.contains("# TYPE websocket_connections_total gauge\n"));
+        assert!(out.contains(&format!(
+            "websocket_connections_total{{tenant_id=\"{a}\"}} 1\n"
+        )));
+        assert!(out.contains(
+            "websocket_connections_total{tenant_id=\"metrics-test-tenant-\\\"b\\\"\"} 1\n"
+        ));
+        connection_closed(a, Duration::ZERO);
+        connection_closed(b, Duration::ZERO);
+        let mut out = String::new();
+        render_tenants(&mut out);
+        assert!(!out.contains("metrics-test-tenant-"), "{out}");
     }
 
     #[test]

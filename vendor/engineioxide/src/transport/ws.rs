@@ -25,6 +25,7 @@ use tokio_util::future::FutureExt as _;
 
 use engineioxide_core::{Packet, ProtocolVersion, Sid, Str, TransportType};
 
+use super::flush_buf::FlushBuf;
 use crate::{
     DisconnectReason, Socket, body::ResponseBody, config::EngineIoConfig, engine::EngineIo,
     errors::Error, handler::EngineIoHandler, socket::InternalRx, transport::make_open_packet,
@@ -119,10 +120,14 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let ws_config = WebSocketConfig::default()
+        // AegisX patch: frames go straight to `FlushBuf`, which gathers them until the writer
+        // flushes and then frees its buffer (tungstenite's own kept its largest size for good).
+        .write_buffer_size(0)
         .read_buffer_size(engine.config.ws_read_buffer_size)
         .max_message_size(Some(engine.config.ws_max_message_size))
         .max_frame_size(Some(engine.config.ws_max_frame_size));
 
+    let conn = FlushBuf::new(conn);
     let ws_init = move || WebSocketStream::from_raw_socket(conn, Role::Server, Some(ws_config));
     let (socket, ws) = if let Some(sid) = sid {
         match engine.get_socket(sid) {
@@ -131,7 +136,7 @@ where
             Some(socket) => {
                 let mut ws = ws_init().await;
 
-                let upgrade_fut = upgrade_handshake::<H, S>(&socket, &mut ws);
+                let upgrade_fut = upgrade_handshake::<H, FlushBuf<S>>(&socket, &mut ws);
                 match tokio::time::timeout(engine.config.upgrade_timeout, upgrade_fut)
                     .with_cancellation_token(&socket.cancellation_token)
                     .await
@@ -166,7 +171,7 @@ where
     let (tx, rx) = ws.split();
 
     // Pipe between websocket and internal socket channel.
-    tokio::spawn(forward_to_socket::<H, S>(socket.clone(), tx));
+    tokio::spawn(forward_to_socket::<H, FlushBuf<S>>(socket.clone(), tx));
 
     // AegisX patch: the reader is a task of its own rather than the tail of this future. The
     // connection lives as long as the reader, and this future (the upgrade, the handshake, the

@@ -3,12 +3,15 @@
 //! each socket's request head for the socket's life; as parsed by hyper, its header values and
 //! URI are slices of the connection's 8 KiB read buffer, which they would keep alive: about a
 //! third of an idle connection's memory. Axum's routing adds an `OriginalUri` (a shared clone of
-//! the URI) to the extensions, which would do the same.
+//! the URI) to the extensions, which would do the same; of the extensions only the client's
+//! address and the websocket upgrade are kept.
 
-use axum::extract::{OriginalUri, Request};
+use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+
+use crate::http::client_ip::Peer;
 
 /// The headers the Socket.IO transports and our connect middleware read; the rest (cookies,
 /// `accept-*`, `user-agent`: often kilobytes from a browser) would only sit in memory.
@@ -48,6 +51,17 @@ pub async fn compact_head(req: Request, next: Next) -> Response {
     if let Ok(uri) = parts.uri.to_string().parse::<Uri>() {
         parts.uri = uri;
     }
-    parts.extensions.remove::<OriginalUri>();
+    // Only what the Engine.IO session needs from the extensions: the client's address and the
+    // websocket upgrade. Routing adds more (`OriginalUri`, a shared clone of the URI, and its URL
+    // parameters), and each entry is an allocation the session would keep.
+    let peer = parts.extensions.remove::<Peer>();
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    parts.extensions = http::Extensions::new();
+    if let Some(peer) = peer {
+        parts.extensions.insert(peer);
+    }
+    if let Some(upgrade) = upgrade {
+        parts.extensions.insert(upgrade);
+    }
     next.run(Request::from_parts(parts, body)).await
 }

@@ -42,8 +42,8 @@ impl Heartbeats {
 enum Phase {
     /// Send a ping (due at `due`).
     Ping,
-    /// Check that the pong of the ping sent at `due` came.
-    AwaitPong,
+    /// Check that the pong of the ping sent at the instant held came.
+    AwaitPong(Instant),
 }
 
 struct Beat {
@@ -111,17 +111,26 @@ async fn run<H: EngineIoHandler>(engine: Weak<EngineIo<H>>, mut rx: mpsc::Unboun
                     socket.close(DisconnectReason::HeartbeatTimeout);
                     continue;
                 }
+                let sent = Instant::now();
+                // Looked at when the next ping is due, or at the timeout if that comes first.
+                let check = (beat.due + interval).min(sent + timeout);
                 queue.insert_at(
                     Beat {
-                        phase: Phase::AwaitPong,
+                        phase: Phase::AwaitPong(sent),
                         ..beat
                     },
-                    Instant::now() + timeout,
+                    check,
                 );
             }
-            Phase::AwaitPong => {
+            Phase::AwaitPong(sent) => {
                 if socket.heartbeat.notified().now_or_never().is_none() {
-                    socket.close(DisconnectReason::HeartbeatTimeout);
+                    let deadline = sent + timeout;
+                    if Instant::now() < deadline {
+                        // A timeout longer than the interval: the next ping waits for the pong.
+                        queue.insert_at(beat, deadline);
+                    } else {
+                        socket.close(DisconnectReason::HeartbeatTimeout);
+                    }
                     continue;
                 }
                 // A pong later than an interval gets the next ping at once, as upstream's

@@ -12,8 +12,9 @@ use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 
 use crate::bus::local::LocalBus;
+use crate::bus::redis::RedisBus;
 use crate::domain::auth::TokenVerifier;
-use crate::domain::bus::{Bus, FanoutSender, fanout_queue};
+use crate::domain::bus::Bus;
 use crate::domain::chat::{ChatLimits, ChatService};
 use crate::domain::failure_limit::FailureLimiter;
 use crate::domain::notifications::NotificationService;
@@ -23,6 +24,7 @@ use crate::domain::publish::PublishService;
 use crate::domain::rate_limit::{LocalRateLimiter, RateLimiter};
 use crate::domain::rooms::RoomPolicy;
 use crate::domain::store::Store;
+use crate::fanout::{FanoutSender, fanout_queue};
 use crate::http::client_ip::TrustedProxies;
 use crate::settings::Settings;
 use crate::socket::deadlines::{self, Deadlines};
@@ -124,13 +126,34 @@ impl Application {
                 )
             })?;
         let (fanout_tx, fanout_rx) = fanout_queue(settings.fanout_queue);
-        let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(fanout_tx.clone()));
+        let node_id = settings.node_id.clone().unwrap_or_else(node_id);
+        let mut supervisor = Supervisor::default();
+        // With REDIS_URL the node is one of a cluster; its bus also takes the blueprint's
+        // `websocket:events` channel, routed once the services exist (below).
+        let mut ingest = None;
+        let bus: Arc<dyn Bus> = match &settings.redis_url {
+            Some(url) => {
+                let (bus, tasks, events) = RedisBus::start(
+                    url,
+                    node_id.clone(),
+                    fanout_tx.clone(),
+                    settings.fanout_queue,
+                )
+                .await
+                .context("cannot set up the Redis bus (REDIS_URL)")?;
+                supervisor.watch("bus outbound", tasks.outbound);
+                supervisor.watch("bus inbound", tasks.inbound);
+                supervisor.watch("bus subscriptions", tasks.subscriptions);
+                ingest = Some((bus.claims(), events));
+                Arc::new(bus)
+            }
+            None => Arc::new(LocalBus::new(fanout_tx.clone())),
+        };
         let limits = ChatLimits {
             max_message_len: settings.max_message_length,
             max_replay: settings.max_replay,
             max_concurrent_replays: settings.max_concurrent_replays,
         };
-        let mut supervisor = Supervisor::default();
         let (chat, writer) =
             ChatService::start(store.clone(), bus.clone(), limits, settings.write_queue);
         let (deadlines, deadline_task) = deadlines::channel();
@@ -170,10 +193,18 @@ impl Application {
                 Duration::from_secs(settings.client_message_id_window_secs),
                 settings.client_message_id_capacity,
             ),
-            node_id: settings.node_id.clone().unwrap_or_else(node_id),
+            node_id,
             shutting_down: AtomicBool::new(false),
             failed_task: OnceLock::new(),
         }));
+        if let Some((claims, events)) = ingest {
+            let ingest = crate::bus::ingest::Ingest {
+                chat: state.chat.clone(),
+                publisher: state.publisher.clone(),
+                claims: Arc::new(claims),
+            };
+            supervisor.watch("ingest", ingest.spawn(events));
+        }
         let (layer, io) = crate::socket::build(&settings, state.clone());
         supervisor.watch("chat writer", writer);
         supervisor.watch(

@@ -77,6 +77,21 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "1 when the bus is connected, by bus kind",
     ),
     (
+        "aegisx_bus_messages_total",
+        "counter",
+        "Messages between nodes: published to the other nodes (out), received from them (in), own echoes dropped (echo)",
+    ),
+    (
+        "aegisx_bus_dropped_total",
+        "counter",
+        "Messages between nodes that were lost, by reason (local delivery is never dropped)",
+    ),
+    (
+        "aegisx_ingest_events_total",
+        "counter",
+        "Events from the websocket:events channel, by outcome (routed, duplicate: another node took it, malformed, refused, failed)",
+    ),
+    (
         "aegisx_fanout_queue_depth",
         "gauge",
         "Deliveries waiting in the fan-out queue",
@@ -165,6 +180,9 @@ pub fn install() -> anyhow::Result<()> {
         counter!("aegisx_presence_announcements_total", "audience" => audience).absolute(0);
     }
     counter!("websocket_slow_consumer_disconnects_total").absolute(0);
+    for outcome in ["routed", "duplicate", "malformed", "refused", "failed"] {
+        counter!("aegisx_ingest_events_total", "outcome" => outcome).absolute(0);
+    }
     for surface in ["socket", "api"] {
         counter!("aegisx_auth_throttled_total", "surface" => surface).absolute(0);
     }
@@ -231,6 +249,22 @@ pub fn queues(bus: crate::domain::bus::BusState, write_queue_depth: usize) {
     gauge!("aegisx_bus_connected", "bus" => bus.kind).set(if bus.connected { 1.0 } else { 0.0 });
     gauge!("aegisx_fanout_queue_depth").set(bus.fanout_queue_depth as f64);
     gauge!("aegisx_chat_write_queue_depth").set(write_queue_depth as f64);
+}
+
+/// A message between nodes: `out` (published), `in` (received), `echo` (own, dropped).
+pub fn bus_message(direction: &'static str) {
+    counter!("aegisx_bus_messages_total", "direction" => direction).increment(1);
+}
+
+/// Messages between nodes lost: `queue_full`, `disconnected`, `redis_error`, `lagged`,
+/// `undecodable`.
+pub fn bus_dropped(reason: &'static str, n: u64) {
+    counter!("aegisx_bus_dropped_total", "reason" => reason).increment(n);
+}
+
+/// One `websocket:events` event: `routed`, `duplicate`, `malformed`, `refused`, `failed`.
+pub fn ingest_event(outcome: &'static str) {
+    counter!("aegisx_ingest_events_total", "outcome" => outcome).increment(1);
 }
 
 /// HTTP connections being served (long-polling and API included, websockets not).

@@ -332,10 +332,10 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::domain::bus::{FanoutCmd, fanout_queue};
     use crate::domain::events::Notification;
     use crate::domain::ids::{RoomId, TenantId};
     use crate::domain::store::{MarkRead, NewNotification, StoreError};
+    use crate::fanout::{FanoutCmd, fanout_queue};
 
     #[derive(Debug)]
     struct Refused;

@@ -10,8 +10,10 @@ use socketioxide::{SendError, SocketError};
 
 use crate::app::AppState;
 use crate::domain::auth::AuthError;
+use crate::domain::bus::Topic;
 use crate::domain::ids::{tenant_adapter_room, user_adapter_room};
 use crate::domain::presence::{ConnectionInfo, RegistryError};
+use crate::socket::interest::SocketInterest;
 use crate::socket::session::Session;
 use crate::socket::{guard, messages, presence, rooms, token};
 
@@ -97,6 +99,17 @@ pub async fn authenticate(
     let session = Arc::new(Session::new(conn, principal));
     // `connected` is the first event the client gets: its events wait for it (see `on_connect`).
     session.hold_first_turn();
+    // Before the CONNECT ack: from here on, what any node sends the user (a disconnect, a
+    // revoke, a notification) or its tenant reaches this node. A single node has nothing to
+    // subscribe to, and its sockets carry no interest.
+    if app.bus.routes_by_interest() {
+        let interest = Arc::new(SocketInterest::new(app.bus.clone()));
+        interest.enter(Topic::User(session.conn.user.clone())).await;
+        if let Some(t) = &session.conn.tenant {
+            interest.enter(Topic::Tenant(t.clone())).await;
+        }
+        s.extensions.insert(interest);
+    }
     s.extensions.insert(session);
     // Here, not in `on_connect`: socketioxide sends the CONNECT ack and then *spawns* the
     // connect handler, so a client answering the ack at once could find no handler yet and its
@@ -125,7 +138,7 @@ pub async fn on_connect(
     s.on_disconnect(on_disconnect);
     if !s.connected() {
         // Closed before the disconnect handler was in place: it will not run, so clean up here.
-        return cleanup(&app, &session, DisconnectReason::TransportClose).await;
+        return cleanup(&s, &app, &session, DisconnectReason::TransportClose).await;
     }
     session
         .span
@@ -164,19 +177,23 @@ pub async fn on_connect(
 }
 
 async fn on_disconnect(
+    s: SocketRef,
     reason: DisconnectReason,
     State(app): State<AppState>,
     Extension(session): Extension<Arc<Session>>,
 ) {
-    cleanup(&app, &session, reason).await;
+    cleanup(&s, &app, &session, reason).await;
 }
 
-/// Unregisters the connection (once) and takes it out of presence.
-async fn cleanup(app: &AppState, session: &Session, reason: DisconnectReason) {
+/// Unregisters the connection (once), drops its bus interest and takes it out of presence.
+async fn cleanup(s: &SocketRef, app: &AppState, session: &Session, reason: DisconnectReason) {
     // Events still waiting for `connected` run (and find the socket closed).
     session.release_first_turn();
     if !session.mark_closed() {
         return;
+    }
+    if let Some(interest) = crate::socket::interest::of(s) {
+        interest.close();
     }
     let p = session.principal();
     crate::metrics::connection_closed(p.tenant_label(), session.connected_at.elapsed());

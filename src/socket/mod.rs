@@ -7,6 +7,7 @@ pub mod deadlines;
 #[cfg(test)]
 mod decoder_props;
 pub mod guard;
+pub mod interest;
 pub mod messages;
 pub mod presence;
 pub mod reaper;

@@ -206,6 +206,13 @@ impl Session {
         }
     }
 
+    /// Makes every room's `has_after` unknown again (deliveries may have been lost).
+    pub fn forget_has_after(&self) {
+        for h in self.joined().rooms.values_mut() {
+            *h = None;
+        }
+    }
+
     /// Fills in an unknown `has_after` (see `HasAfter`).
     pub fn resolve_has_after(&self, key: &RoomKey, has: i64) {
         if let Some(h @ None) = self.joined().rooms.get_mut(key) {

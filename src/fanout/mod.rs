@@ -266,9 +266,22 @@ impl Fanout {
     /// Remembers the room's last delivered `seq`. At the first delivery since the room was
     /// (re)tracked, the members that joined while it was untracked have had nothing live yet:
     /// from here on they have every message after `seq - 1`.
+    ///
+    /// A `seq` past the next one means this node did not see the ones between: lost on the
+    /// way from another node, or still on their way from another writer. Either way the
+    /// members do not have them live, so what they are known to have moves up to `seq - 1`,
+    /// and a rejoin replays the missing ones.
     fn track(&mut self, ns: &BroadcastOperators<LocalAdapter>, key: &RoomKey, seq: i64) {
         if let Some(last) = self.last.get_mut(key) {
+            let jumped = seq > *last + 1;
             *last = (*last).max(seq);
+            if jumped {
+                for s in ns.clone().to(key.adapter_room()).sockets() {
+                    if let Some(session) = s.extensions.get::<Arc<Session>>() {
+                        session.raise_has_after(key, seq - 1);
+                    }
+                }
+            }
             return;
         }
         if self.last.len() >= MAX_TRACKED_ROOMS {

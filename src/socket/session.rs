@@ -213,6 +213,13 @@ impl Session {
         }
     }
 
+    /// Deliveries up to `has` were missed live: the socket has at most what comes after it.
+    pub fn raise_has_after(&self, key: &RoomKey, has: i64) {
+        if let Some(h) = self.joined().rooms.get_mut(key) {
+            *h = Some(h.map_or(has, |x| x.max(has)));
+        }
+    }
+
     /// Fills in an unknown `has_after` (see `HasAfter`).
     pub fn resolve_has_after(&self, key: &RoomKey, has: i64) {
         if let Some(h @ None) = self.joined().rooms.get_mut(key) {

@@ -50,7 +50,7 @@ const MAX_BATCH: usize = 256;
 const CHECK_EVERY: Duration = Duration::from_millis(250);
 /// Pub/sub messages buffered between the Redis connection and the inbound task; past it the
 /// oldest are lost (counted as `lagged`) and the fan-out is told of a gap.
-const INBOUND_BUFFER: usize = 65_536;
+const INBOUND_BUFFER: usize = 16_384;
 /// Ingest payloads waiting for the ingest task; past it they are counted `failed`.
 const INGEST_QUEUE: usize = 4096;
 

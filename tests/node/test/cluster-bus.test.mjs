@@ -97,6 +97,7 @@ const ready = async (server) => (await request(`${server.url}/readyz`)).status =
 
 let a;
 let b;
+let c;
 before(async () => {
   if (!available) return;
   redis.port = await freePort();
@@ -107,7 +108,9 @@ before(async () => {
   // One after the other: the first creates the schema's tables.
   a = await startServer({ ...env, NODE_ID: 'node-a' });
   b = await startServer({ ...env, NODE_ID: 'node-b' });
-  await until('both nodes ready', async () => (await ready(a)) && (await ready(b)));
+  // A third node that no test connects to (it must get no room traffic).
+  c = await startServer({ ...env, NODE_ID: 'node-c' });
+  await until('the nodes ready', async () => (await ready(a)) && (await ready(b)) && (await ready(c)));
 });
 afterEach(() => {
   a?.closeClients();
@@ -117,6 +120,7 @@ after(async () => {
   if (!available) return;
   await a?.stop();
   await b?.stop();
+  await c?.stop();
   await redis.stop();
   try {
     psql(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
@@ -145,6 +149,34 @@ describe('two gateways on one Redis', { skip: !available && 'redis-server or Pos
     assert.equal(second.seq, first.seq + 1, 'one sequence per room across the nodes');
     assert.equal(alice.inbox.all('chat_message').length, 2, 'each message once (no echo)');
     assert.equal(bob.inbox.all('chat_message').length, 2);
+  });
+
+  test('room traffic reaches only the nodes with members of the room (room-aware subscriptions)', async () => {
+    // Arrange
+    const received = async (server) => {
+      const text = (await request(`${server.url}/metrics`)).body;
+      const m = text.match(/^aegisx_bus_messages_total\{direction="in"\} (\d+)/m);
+      return m ? Number(m[1]) : 0;
+    };
+    const published = async (server) => {
+      const text = (await request(`${server.url}/metrics`)).body;
+      const m = text.match(/^aegisx_bus_messages_total\{direction="out"\} (\d+)/m);
+      return m ? Number(m[1]) : 0;
+    };
+    const tenantId = uid('t');
+    const roomId = uid('room');
+    const alice = await a.connect(a.token({ tenantId }));
+    const bob = await b.connect(b.token({ tenantId }));
+    await joinRoom(alice, roomId);
+    await joinRoom(bob, roomId);
+    const [bBefore, cBefore, aOutBefore] = [await received(b), await received(c), await published(a)];
+    // Act
+    for (let i = 0; i < 20; i++) await chat(alice, roomId, `m${i}`);
+    await bob.inbox.next('chat_message', (m) => m.message === 'm19');
+    // Assert
+    assert.ok((await published(a)) - aOutBefore >= 20, 'a published each message once to Redis');
+    assert.ok((await received(b)) - bBefore >= 20, 'b, with a member, received them');
+    assert.equal((await received(c)) - cBefore, 0, 'c, with no member, received none');
   });
 
   test('a join with since on one node replays what was written on the other, then goes on live', async () => {

@@ -34,6 +34,11 @@ struct Inner {
     /// Whether commands can reach the server now. While not, a join is answered at once
     /// (`Unavailable`) instead of waiting for a connection that may take long to come back.
     reachable: bool,
+    /// Topics whose counts or state changed since the last `plan` (the only ones it looks at,
+    /// so a join costs the same with a thousand topics or a million).
+    dirty: Vec<Topic>,
+    /// Every topic needs a look (after a reconnection).
+    rescan: bool,
 }
 
 /// What the bus task should send now.
@@ -60,6 +65,8 @@ impl Default for Interests {
             inner: Mutex::new(Inner {
                 topics: HashMap::new(),
                 reachable: false,
+                dirty: Vec::new(),
+                rescan: false,
             }),
             changed: Notify::new(),
         }
@@ -75,7 +82,8 @@ impl Interests {
     /// `Unavailable` when the server cannot be reached (the interest stays, and is subscribed
     /// when the server is back).
     pub fn add(&self, topic: &Topic) -> Subscription {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let reachable = inner.reachable;
         let entry = inner.topics.entry(topic.clone()).or_insert(Entry {
             members: 0,
@@ -87,6 +95,7 @@ impl Interests {
             return Box::pin(std::future::ready(Ok(())));
         }
         if entry.members == 1 || entry.server == Server::Unsubscribing {
+            inner.dirty.push(topic.clone());
             self.changed.notify_one();
         }
         if !reachable {
@@ -99,7 +108,8 @@ impl Interests {
 
     /// One member of `topic` fewer.
     pub fn remove(&self, topic: &Topic) {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let Some(entry) = inner.topics.get_mut(topic) else {
             return;
         };
@@ -114,7 +124,10 @@ impl Interests {
                 }
                 inner.topics.remove(topic);
             }
-            Server::On => self.changed.notify_one(),
+            Server::On => {
+                inner.dirty.push(topic.clone());
+                self.changed.notify_one();
+            }
             // Settled later; `settled` looks at the count again.
             Server::Subscribing | Server::Unsubscribing => {}
         }
@@ -136,16 +149,26 @@ impl Interests {
         if !inner.reachable {
             return Plan::default();
         }
+        let inner = &mut *inner;
+        let candidates: Vec<Topic> = if std::mem::take(&mut inner.rescan) {
+            inner.dirty.clear();
+            inner.topics.keys().cloned().collect()
+        } else {
+            std::mem::take(&mut inner.dirty)
+        };
         let mut plan = Plan::default();
-        for (topic, e) in &mut inner.topics {
+        for topic in candidates {
+            let Some(e) = inner.topics.get_mut(&topic) else {
+                continue;
+            };
             match e.server {
                 Server::Off if e.members > 0 => {
                     e.server = Server::Subscribing;
-                    plan.subscribe.push(topic.clone());
+                    plan.subscribe.push(topic);
                 }
                 Server::On if e.members == 0 => {
                     e.server = Server::Unsubscribing;
-                    plan.unsubscribe.push(topic.clone());
+                    plan.unsubscribe.push(topic);
                 }
                 _ => {}
             }
@@ -159,10 +182,12 @@ impl Interests {
     /// get `Unavailable`; the next `plan` tries again); a failed unsubscribe counts as done (the
     /// server's state is unknown, and a stray subscription only costs traffic that is dropped).
     pub fn settled(&self, topic: &Topic, subscribed: Result<bool, BusError>) {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let Some(entry) = inner.topics.get_mut(topic) else {
             return;
         };
+        let failed = subscribed.is_err();
         match subscribed {
             Ok(true) => {
                 entry.server = Server::On;
@@ -185,7 +210,11 @@ impl Interests {
         if entry.server == Server::Off && entry.members == 0 {
             inner.topics.remove(topic);
         } else if again {
-            self.changed.notify_one();
+            inner.dirty.push(topic.clone());
+            // A failed subscribe waits for the bus task's next look, not a hot retry loop.
+            if !failed {
+                self.changed.notify_one();
+            }
         }
     }
 
@@ -205,8 +234,10 @@ impl Interests {
     }
 
     pub fn set_reachable(&self, reachable: bool) {
-        self.lock().reachable = reachable;
+        let mut inner = self.lock();
+        inner.reachable = reachable;
         if reachable {
+            inner.rescan = true;
             self.changed.notify_one();
         }
     }
@@ -294,5 +325,10 @@ mod tests {
         assert!(i.plan().is_empty(), "nothing is sent while unreachable");
         i.set_reachable(true);
         assert_eq!(i.plan().subscribe, [user("a"), user("b")]);
+        // A failed subscribe is planned again at the next look.
+        i.settled(&user("a"), Err(unreachable()));
+        i.settled(&user("b"), Ok(true));
+        assert_eq!(i.plan().subscribe, [user("a")]);
+        assert!(i.plan().is_empty());
     }
 }

@@ -2,9 +2,7 @@
 //! listener, and runs until a shutdown signal.
 
 use std::net::SocketAddr;
-use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,84 +11,23 @@ use tokio::net::TcpListener;
 
 use crate::bus::local::LocalBus;
 use crate::domain::auth::TokenVerifier;
-use crate::domain::bus::{Bus, FanoutSender, fanout_queue};
+use crate::domain::bus::{Bus, fanout_queue};
 use crate::domain::chat::{ChatLimits, ChatService};
+use crate::domain::connections::{ConnectionService, NodeInfo};
 use crate::domain::failure_limit::FailureLimiter;
 use crate::domain::notifications::NotificationService;
-use crate::domain::presence::{ConnectionRegistry, LocalRegistry, PresenceService};
+use crate::domain::observe::Observer;
+use crate::domain::presence::PresenceService;
 use crate::domain::presence_directory::LocalDirectory;
 use crate::domain::publish::PublishService;
-use crate::domain::rate_limit::{LocalRateLimiter, RateLimiter};
+use crate::domain::rate_limit::RateLimitService;
 use crate::domain::rooms::RoomPolicy;
-use crate::domain::store::Store;
 use crate::http::client_ip::TrustedProxies;
 use crate::settings::Settings;
-use crate::socket::deadlines::{self, Deadlines};
+use crate::socket::deadlines;
 use crate::socket::session::EventBudget;
+use crate::state::{AppInner, AppState, Lifecycle, Limits};
 use crate::supervisor::Supervisor;
-
-/// Limits the adapters enforce themselves.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_connections_per_user: usize,
-    pub max_rooms_per_connection: usize,
-    pub room_metrics_top: usize,
-    /// The replay budget of one connection, in messages.
-    pub replay_per_second: u32,
-    pub replay_burst: u32,
-}
-
-/// Everything a handler needs: the domain services and the ports. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState(Arc<AppInner>);
-
-pub struct AppInner {
-    pub limits: Limits,
-    pub verifier: TokenVerifier,
-    pub chat: ChatService,
-    pub notifications: NotificationService,
-    pub presence: PresenceService,
-    pub publisher: PublishService,
-    pub rooms: RoomPolicy,
-    pub registry: Arc<dyn ConnectionRegistry>,
-    pub rate_limiter: Arc<dyn RateLimiter>,
-    pub bus: Arc<dyn Bus>,
-    /// This node's fan-out queue, for joins (which the fan-out applies in delivery order).
-    pub fanout: FanoutSender,
-    pub event_budget: EventBudget,
-    pub store: Arc<dyn Store>,
-    pub deadlines: Deadlines,
-    /// Whose `X-Forwarded-For` names the client (`TRUSTED_PROXIES`).
-    pub trusted_proxies: TrustedProxies,
-    /// Failed token verifications per client IP (`AUTH_FAILURES_PER_IP_PER_MINUTE`).
-    pub auth_failures: FailureLimiter,
-    /// Failed API keys per client IP (`API_KEY_FAILURES_PER_IP_PER_MINUTE`).
-    pub api_key_failures: FailureLimiter,
-    pub dedupe: crate::domain::dedupe::Dedupe,
-    /// This node's id in `/stats`.
-    pub node_id: String,
-    shutting_down: AtomicBool,
-    /// The background task whose end stopped this node (see `supervisor`).
-    failed_task: OnceLock<&'static str>,
-}
-
-impl Deref for AppState {
-    type Target = AppInner;
-    fn deref(&self) -> &AppInner {
-        &self.0
-    }
-}
-
-impl AppState {
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Acquire)
-    }
-
-    /// The background task that ended unexpectedly, if one did (the node is then stopping).
-    pub fn failed_task(&self) -> Option<&'static str> {
-        self.failed_task.get().copied()
-    }
-}
 
 /// A built, bound gateway, ready to run.
 pub struct Application {
@@ -134,9 +71,13 @@ impl Application {
         let (chat, writer) =
             ChatService::start(store.clone(), bus.clone(), limits, settings.write_queue);
         let (deadlines, deadline_task) = deadlines::channel();
-        let state = AppState(Arc::new(AppInner {
+        let observer: Arc<dyn Observer> = Arc::new(crate::metrics::Prometheus);
+        let node = NodeInfo {
+            id: settings.node_id.clone().unwrap_or_else(node_id),
+            started_at: crate::domain::time::now_rfc3339(),
+        };
+        let state = AppState::new(AppInner {
             limits: Limits {
-                max_connections_per_user: settings.max_connections_per_user,
                 max_rooms_per_connection: settings.max_rooms_per_connection,
                 room_metrics_top: settings.room_metrics_top,
                 replay_per_second: settings.replay_messages_per_second_per_connection,
@@ -149,11 +90,21 @@ impl Application {
                 bus.clone(),
                 Arc::new(LocalDirectory::default()),
                 settings.presence(),
+                observer.clone(),
             ),
             publisher: PublishService::new(bus.clone()),
             rooms: RoomPolicy::new(store.clone(), bus.clone()),
-            registry: Arc::new(LocalRegistry::default()),
-            rate_limiter: Arc::new(LocalRateLimiter::new(settings.rate_limit_per_minute)),
+            connections: ConnectionService::new(
+                node,
+                settings.max_connections_per_user,
+                None,
+                observer.clone(),
+            ),
+            rate_limits: RateLimitService::new(
+                settings.rate_limit_per_minute,
+                None,
+                observer.clone(),
+            ),
             bus,
             fanout: fanout_tx,
             event_budget: EventBudget {
@@ -170,10 +121,8 @@ impl Application {
                 Duration::from_secs(settings.client_message_id_window_secs),
                 settings.client_message_id_capacity,
             ),
-            node_id: settings.node_id.clone().unwrap_or_else(node_id),
-            shutting_down: AtomicBool::new(false),
-            failed_task: OnceLock::new(),
-        }));
+            lifecycle: Lifecycle::default(),
+        });
         let (layer, io) = crate::socket::build(&settings, state.clone());
         supervisor.watch("chat writer", writer);
         supervisor.watch(
@@ -244,11 +193,11 @@ impl Application {
         match &failure {
             None => tracing::info!("shutting down"),
             Some(exit) => {
-                let _ = state.failed_task.set(exit.task);
+                state.lifecycle.task_failed(exit.task);
                 tracing::error!(task = exit.task, "{exit}; shutting down");
             }
         }
-        state.shutting_down.store(true, Ordering::Release);
+        state.lifecycle.begin_shutdown();
         let grace = Duration::from_secs(settings.shutdown_timeout_secs);
         let drained = tokio::time::timeout(grace, async {
             let _ = stop_tx.send(true);

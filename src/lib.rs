@@ -12,6 +12,7 @@ pub mod redis;
 pub mod server;
 pub mod settings;
 pub mod socket;
+pub mod state;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;

@@ -89,6 +89,19 @@ pub trait PresenceDirectory: Send + Sync + 'static {
         tenant: &TenantId,
         limit: usize,
     ) -> Result<(Vec<(UserId, UserPresence)>, bool), PresenceError>;
+
+    /// Takes out every connection a dead node had counted; per tenant, the outcome of each
+    /// user it had (those left with no connection go offline). Calling it again for the same
+    /// node finds nothing. A single node has no other node: nothing to do.
+    async fn purge_node(&self, _node: &str) -> Result<Vec<(TenantId, Applied)>, PresenceError> {
+        Ok(Vec::new())
+    }
+
+    /// States this node's counts again, after the directory lost them (a Redis that restarted
+    /// empty); per tenant, the outcome for each user. In-process, nothing is ever lost.
+    async fn resync(&self) -> Result<Vec<(TenantId, Applied)>, PresenceError> {
+        Ok(Vec::new())
+    }
 }
 
 /// The in-process directory (one node).

@@ -8,13 +8,13 @@ use tracing::Instrument;
 
 use tokio::sync::oneshot;
 
-use crate::app::AppState;
 use crate::domain::bus::{FanoutCmd, JoinRoom, Joined, Release, ReleaseJoin, Released};
 use crate::domain::error::DomainError;
 use crate::domain::ids::RoomKey;
 use crate::domain::rooms::{JoinDecision, RoomPolicy};
 use crate::socket::reply;
 use crate::socket::session::{Session, Turn};
+use crate::state::AppState;
 
 pub async fn join(
     s: SocketRef,

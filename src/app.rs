@@ -13,14 +13,14 @@ use crate::bus::local::LocalBus;
 use crate::domain::auth::TokenVerifier;
 use crate::domain::bus::{Bus, fanout_queue};
 use crate::domain::chat::{ChatLimits, ChatService};
-use crate::domain::connections::{ConnectionService, NodeInfo};
+use crate::domain::connections::{ConnectionRegistry, ConnectionService, NodeInfo};
 use crate::domain::failure_limit::FailureLimiter;
 use crate::domain::notifications::NotificationService;
 use crate::domain::observe::Observer;
 use crate::domain::presence::PresenceService;
-use crate::domain::presence_directory::LocalDirectory;
+use crate::domain::presence_directory::{LocalDirectory, PresenceDirectory};
 use crate::domain::publish::PublishService;
-use crate::domain::rate_limit::RateLimitService;
+use crate::domain::rate_limit::{RateLimitService, RateLimiter};
 use crate::domain::rooms::RoomPolicy;
 use crate::http::client_ip::TrustedProxies;
 use crate::settings::Settings;
@@ -76,6 +76,31 @@ impl Application {
             id: settings.node_id.clone().unwrap_or_else(node_id),
             started_at: crate::domain::time::now_rfc3339(),
         };
+        // With REDIS_URL, the registry, rate limit and presence are the cluster's.
+        let redis = match &settings.redis_url {
+            Some(url) => Some(crate::cluster::client(url).await?),
+            None => None,
+        };
+        let registry = redis.as_ref().map(|c| {
+            Arc::new(crate::cluster::RedisRegistry::new(
+                c.clone(),
+                node.clone(),
+                settings.cluster(),
+            )) as Arc<dyn ConnectionRegistry>
+        });
+        let limiter = redis.as_ref().map(|c| {
+            Arc::new(crate::cluster::RedisRateLimiter::new(
+                c.clone(),
+                node.id.clone(),
+            )) as Arc<dyn RateLimiter>
+        });
+        let directory: Arc<dyn PresenceDirectory> = match &redis {
+            Some(c) => Arc::new(crate::cluster::RedisDirectory::new(
+                c.clone(),
+                node.id.clone(),
+            )),
+            None => Arc::new(LocalDirectory::default()),
+        };
         let state = AppState::new(AppInner {
             limits: Limits {
                 max_rooms_per_connection: settings.max_rooms_per_connection,
@@ -88,7 +113,7 @@ impl Application {
             notifications: NotificationService::new(store.clone(), bus.clone()),
             presence: PresenceService::new(
                 bus.clone(),
-                Arc::new(LocalDirectory::default()),
+                directory,
                 settings.presence(),
                 observer.clone(),
             ),
@@ -97,12 +122,12 @@ impl Application {
             connections: ConnectionService::new(
                 node,
                 settings.max_connections_per_user,
-                None,
+                registry,
                 observer.clone(),
             ),
             rate_limits: RateLimitService::new(
                 settings.rate_limit_per_minute,
-                None,
+                limiter,
                 observer.clone(),
             ),
             bus,
@@ -146,6 +171,14 @@ impl Application {
             crate::socket::reaper::spawn(io.clone(), state.clone()),
         );
         state.presence.spawn();
+        if redis.is_some() {
+            supervisor.watch(
+                "heartbeat",
+                state
+                    .connections
+                    .spawn(settings.cluster().heartbeat, state.presence.clone()),
+            );
+        }
         let router = crate::http::router(&settings, state.clone(), layer, dev)?;
         let addr = SocketAddr::new(settings.host, settings.port);
         let listener = TcpListener::bind(addr)

@@ -3,6 +3,7 @@
 pub mod app;
 pub mod bus;
 pub mod cli;
+pub mod cluster;
 pub mod domain;
 pub mod fanout;
 pub mod http;

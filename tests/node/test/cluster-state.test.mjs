@@ -166,6 +166,31 @@ describe('cluster-wide state over Redis', { skip: !haveRedis }, () => {
     await expectFailure(onB, 'message', { type: 'not-a-type', data: {} }, 'RATE_LIMITED', 'Rate limit exceeded');
   });
 
+  test('a node killed with SIGKILL leaves no entries: a survivor purges them and announces its users offline', async () => {
+    // Arrange: a third node holds a user's only connection
+    const c = await startServer({ ...a.env, NODE_ID: 'node-c', PORT: 0, DATABASE_URL: undefined });
+    const tenantId = uid('tenant');
+    const user = uid('user');
+    await c.connect(c.token({ sub: user, tenantId }));
+    await until('node c and its connection in /stats', async () => {
+      const r = await api(a, '/stats');
+      return r.json.users[user] === 1 && r.json.nodes.some((n) => n.id === 'node-c');
+    });
+    // Act
+    c.child.kill('SIGKILL');
+    await c.exited;
+    // Assert: within a few heartbeats (200 ms each here; 30 s at most by the contract)
+    await until('node c purged', async () => {
+      const r = await api(a, '/stats');
+      return r.json.users[user] === undefined && !r.json.nodes.some((n) => n.id === 'node-c');
+    });
+    const r = await api(b, `/presence?tenantId=${tenantId}&userIds=${user}`);
+    assert.equal(r.json.users[user].status, 'offline', 'its presence counts went with it');
+    // The `user_status` offline the purging survivor publishes is checked in
+    // tests/cluster_state.rs; reaching sockets on other nodes is the Redis bus's part.
+    await c.stop();
+  });
+
   test('presence answers for the cluster: a user online on one node is listed by the other', async () => {
     const tenantId = uid('tenant');
     const user = uid('user');

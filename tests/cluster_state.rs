@@ -413,6 +413,9 @@ async fn redis_stopped_fails_fast_and_connects_count_locally_then_back_re_regist
         .register(&conn("s1", "x", None))
         .await
         .unwrap();
+    let (t, seat) = (tid("T"), Seat::default());
+    a.presence.open(&seat, Some(&t), &uid("p"));
+    a.presence.pass().await;
     redis.stop();
     eventually(
         Duration::from_secs(5),
@@ -454,6 +457,11 @@ async fn redis_stopped_fails_fast_and_connects_count_locally_then_back_re_regist
     let key: i64 = rc.exists("ws:connection:s4").await.unwrap();
     assert_eq!(key, 1);
     assert_eq!(a.connections.stats().await.nodes.len(), 1);
+    let p = a.presence.lookup(Some(&t), &[uid("p")]).await.unwrap();
+    assert_eq!(
+        p[0].1.status, "online",
+        "this node's presence is stated again"
+    );
     assert_eq!(
         a.connections.register(&conn("s5", "x", None)).await,
         Err(RegistryError::TooManyConnections),

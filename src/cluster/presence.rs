@@ -113,6 +113,9 @@ pub struct RedisDirectory {
     /// This node's connection count per (tenant, user), as Redis last accepted it. Only the
     /// presence task calls `apply`, one call at a time.
     mirror: Mutex<HashMap<TenantId, HashMap<UserId, u64>>>,
+    /// One write at a time: a restatement (from the heartbeat task) must not state counts
+    /// older than an `apply` (from the presence task) running beside it.
+    writes: tokio::sync::Mutex<()>,
 }
 
 impl RedisDirectory {
@@ -121,6 +124,7 @@ impl RedisDirectory {
             client,
             node,
             mirror: Mutex::new(HashMap::new()),
+            writes: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -177,6 +181,7 @@ impl RedisDirectory {
 
     async fn restate(&self) -> Result<Vec<(TenantId, Applied)>, RedisError> {
         connected(&self.client)?;
+        let _one = self.writes.lock().await;
         let listed: Vec<String> = self.client.smembers(node_tenants_key(&self.node)).await?;
         let mine = self.mirror().clone();
         let mut tenants: HashSet<TenantId> = mine.keys().cloned().collect();
@@ -289,6 +294,7 @@ impl PresenceDirectory for RedisDirectory {
         changes: &[Change],
         now: &str,
     ) -> Result<Applied, PresenceError> {
+        let _one = self.writes.lock().await;
         let targets: Vec<(UserId, u64, Option<&str>)> = {
             let mirror = self.mirror();
             let mine = mirror.get(tenant);

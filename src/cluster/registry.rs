@@ -313,10 +313,10 @@ impl RedisRegistry {
             .is_some();
         // Lost: this node beat before, yet its heartbeat was gone (purged, or Redis lost it).
         let lost = before.is_none() && was_known;
-        if resync || lost || !was_known {
+        if resync {
             self.resync(live).await?;
             *self.last_refresh.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-        } else {
+        } else if !lost {
             self.refresh(live).await?;
         }
         Ok(lost)

@@ -91,9 +91,9 @@ pub trait ConnectionRegistry: Send + Sync + 'static {
     /// Live connections of one user, on every node.
     async fn user_connections(&self, user: &UserId) -> Result<usize, RegistryError>;
 
-    /// This node is alive. With `resync` (or when the registry had lost this node: it was
-    /// purged, or Redis lost its data), this node's shared entries become exactly `live`.
-    /// Returns whether the registry had lost this node.
+    /// This node is alive. With `resync`, this node's shared entries become exactly `live`
+    /// (the caller keeps registrations out meanwhile). Returns whether the registry had lost
+    /// this node (it was purged, or Redis lost its data): the caller then resyncs.
     async fn heartbeat(&self, live: &[ConnectionInfo], resync: bool)
     -> Result<bool, RegistryError>;
 
@@ -287,6 +287,10 @@ struct ServiceInner {
     /// next heartbeat resyncs them. Starts set, so a node restarted under the same id replaces
     /// the entries its previous life left.
     dirty: AtomicBool,
+    /// Held shared by every change of this node's entries, exclusively by a resync: a resync
+    /// states a snapshot of the live connections, and a connection added or removed while it
+    /// runs would be undone by it.
+    gate: tokio::sync::RwLock<()>,
 }
 
 impl ConnectionService {
@@ -305,6 +309,7 @@ impl ConnectionService {
             observer,
             outage: Outage::default(),
             dirty: AtomicBool::new(true),
+            gate: tokio::sync::RwLock::new(()),
         }))
     }
 
@@ -322,6 +327,7 @@ impl ConnectionService {
     /// cluster; on this node while the shared registry is away).
     pub async fn register(&self, conn: &ConnectionInfo) -> Result<(), RegistryError> {
         let max = self.0.max_per_user;
+        let _changing = self.0.gate.read().await;
         if let Some(cluster) = &self.0.cluster {
             match cluster.register(conn, max).await {
                 Ok(()) => {
@@ -340,6 +346,7 @@ impl ConnectionService {
     }
 
     pub async fn unregister(&self, conn: &ConnectionInfo) {
+        let _changing = self.0.gate.read().await;
         self.0.local.unregister(conn);
         self.unregister_shared(conn).await;
     }
@@ -363,6 +370,7 @@ impl ConnectionService {
         grace: Duration,
         alive: &(dyn for<'s> Fn(&'s str) -> bool + Send + Sync),
     ) -> Vec<ConnectionInfo> {
+        let _changing = self.0.gate.read().await;
         let reaped: Vec<_> = self
             .0
             .local
@@ -412,22 +420,22 @@ impl ConnectionService {
             return;
         };
         let resync = self.0.dirty.swap(false, Ordering::AcqRel);
-        let live = self.0.local.all();
-        match cluster.heartbeat(&live, resync).await {
-            Ok(lost) => {
-                self.0.outage.succeeded(Port::Registry);
-                if lost || resync {
-                    tracing::info!(
-                        connections = live.len(),
-                        lost,
-                        "registered this node's live connections"
-                    );
-                }
-                if lost {
-                    presence.resync().await;
-                }
-            }
+        let beat = if resync {
+            self.resync(cluster.as_ref()).await
+        } else {
+            cluster.heartbeat(&self.0.local.all(), false).await
+        };
+        let lost = match beat {
+            Ok(lost) => lost,
             Err(e) => return self.fell_back(&e),
+        };
+        self.0.outage.succeeded(Port::Registry);
+        if lost {
+            tracing::warn!("the shared registry had lost this node (purged, or Redis emptied)");
+            if !resync && let Err(e) = self.resync(cluster.as_ref()).await {
+                return self.fell_back(&e);
+            }
+            presence.resync().await;
         }
         let dead = match cluster.purge_dead().await {
             Ok(dead) => dead,
@@ -441,6 +449,19 @@ impl ConnectionService {
                 self.fell_back(&e);
             }
         }
+    }
+
+    /// States this node's live connections in the shared registry, with changes kept out.
+    /// Returns whether the registry had lost this node.
+    async fn resync(&self, cluster: &dyn ConnectionRegistry) -> Result<bool, RegistryError> {
+        let _all = self.0.gate.write().await;
+        let live = self.0.local.all();
+        let lost = cluster.heartbeat(&live, true).await?;
+        tracing::info!(
+            connections = live.len(),
+            "registered this node's live connections"
+        );
+        Ok(lost)
     }
 
     /// The heartbeat task (a cluster only): `beat` every `every`.

@@ -20,7 +20,7 @@ use aegisx_realtime::domain::ids::{TenantId, UserId};
 use aegisx_realtime::domain::observe::Quiet;
 use aegisx_realtime::domain::presence::{PresenceService, PresenceSettings, Seat};
 use aegisx_realtime::domain::rate_limit::RateLimiter;
-use fred::prelude::{Client, ClientLike, KeysInterface, SetsInterface};
+use fred::prelude::{Client, ClientLike, HashesInterface, KeysInterface, SetsInterface};
 
 /// A `redis-server` of this test's own, on a free port, without persistence.
 struct RedisProc {
@@ -444,6 +444,16 @@ async fn redis_stopped_fails_fast_and_connects_count_locally_then_back_re_regist
         "no call waited for a command timeout"
     );
     assert_eq!(a.connections.stats().await.total_connections, 2);
+    // Presence is counted on this node meanwhile: announced and answered from here.
+    let seat_q = Seat::default();
+    a.presence.open(&seat_q, Some(&t), &uid("q"));
+    a.presence.pass().await;
+    assert!(
+        a.bus.statuses().contains(&("q".into(), "online".into())),
+        "announced while Redis is away"
+    );
+    let q = a.presence.lookup(Some(&t), &[uid("q")]).await.unwrap();
+    assert_eq!(q[0].1.status, "online", "answered from this node meanwhile");
     // Back, empty (it kept nothing): the next heartbeat registers what is live here.
     assert!(redis.spawn());
     eventually(Duration::from_secs(10), "the client reconnects", || async {
@@ -461,6 +471,12 @@ async fn redis_stopped_fails_fast_and_connects_count_locally_then_back_re_regist
     assert_eq!(
         p[0].1.status, "online",
         "this node's presence is stated again"
+    );
+    let q: Option<String> = rc.hget("aegisx:presence:{T}:conns", "q").await.unwrap();
+    assert_eq!(
+        q.as_deref(),
+        Some("1"),
+        "what was counted here meanwhile is in Redis now"
     );
     assert_eq!(
         a.connections.register(&conn("s5", "x", None)).await,

@@ -5,10 +5,15 @@
 //!
 //! A node states its *own* count per user (not a delta): a call retried after a timeout whose
 //! write did land changes nothing, and after Redis lost its data the node states them again.
-//! This node's counts are mirrored here, committed only once a call succeeded.
+//!
+//! While Redis is away, presence is counted on this node (PROTOCOL §8): every change is applied
+//! to an in-process directory of this node's connections too, whose outcomes are announced
+//! meanwhile; once Redis answers again, the heartbeat states this node's counts in full and the
+//! outcomes (users who came or went elsewhere meanwhile) are announced.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use fred::prelude::{Client, KeysInterface, LuaInterface, SetsInterface};
@@ -16,8 +21,9 @@ use fred::types::Value;
 
 use super::{RedisError, connected};
 use crate::domain::ids::{TenantId, UserId};
+use crate::domain::observe::{Outage, Port};
 use crate::domain::presence_directory::{
-    Applied, Change, Outcome, PresenceDirectory, PresenceError, UserPresence,
+    Applied, Change, LocalDirectory, Outcome, PresenceDirectory, PresenceError, UserPresence,
 };
 
 /// KEYS: conns, status, since, node. ARGV: full ("1": users of the node not listed go to 0),
@@ -110,9 +116,13 @@ fn node_tenants_key(node: &str) -> String {
 pub struct RedisDirectory {
     client: Client,
     node: String,
-    /// This node's connection count per (tenant, user), as Redis last accepted it. Only the
-    /// presence task calls `apply`, one call at a time.
+    /// This node's connection count per (tenant, user): what it states in Redis.
     mirror: Mutex<HashMap<TenantId, HashMap<UserId, u64>>>,
+    /// This node's presence alone: the answers while Redis is away.
+    local: LocalDirectory,
+    /// Changes Redis did not take: until a full restatement, answers come from `local`.
+    stale: AtomicBool,
+    outage: Outage,
     /// One write at a time: a restatement (from the heartbeat task) must not state counts
     /// older than an `apply` (from the presence task) running beside it.
     writes: tokio::sync::Mutex<()>,
@@ -124,6 +134,9 @@ impl RedisDirectory {
             client,
             node,
             mirror: Mutex::new(HashMap::new()),
+            local: LocalDirectory::default(),
+            stale: AtomicBool::new(false),
+            outage: Outage::default(),
             writes: tokio::sync::Mutex::new(()),
         }
     }
@@ -295,13 +308,14 @@ impl PresenceDirectory for RedisDirectory {
         now: &str,
     ) -> Result<Applied, PresenceError> {
         let _one = self.writes.lock().await;
+        let local = self.local.apply(tenant, changes, now).await?;
         let targets: Vec<(UserId, u64, Option<&str>)> = {
-            let mirror = self.mirror();
-            let mine = mirror.get(tenant);
-            changes
+            let mut mirror = self.mirror();
+            let mine = mirror.entry(tenant.clone()).or_default();
+            let targets = changes
                 .iter()
                 .map(|c| {
-                    let cur = mine.and_then(|m| m.get(&c.user)).copied().unwrap_or(0) as i64;
+                    let cur = mine.get(&c.user).copied().unwrap_or(0) as i64;
                     let n = cur + c.delta;
                     if n < 0 {
                         // A close counted without its open: a bug upstream; never below zero.
@@ -309,25 +323,36 @@ impl PresenceDirectory for RedisDirectory {
                     }
                     (c.user.clone(), n.max(0) as u64, c.status)
                 })
-                .collect()
+                .collect::<Vec<_>>();
+            for (user, n, _) in &targets {
+                if *n == 0 {
+                    mine.remove(user);
+                } else {
+                    mine.insert(user.clone(), *n);
+                }
+            }
+            if mine.is_empty() {
+                mirror.remove(tenant);
+            }
+            targets
         };
-        let applied = self
-            .run(tenant, &self.node, false, &targets, now)
-            .await
-            .map_err(unavailable)?;
-        let mut mirror = self.mirror();
-        let mine = mirror.entry(tenant.clone()).or_default();
-        for (user, n, _) in targets {
-            if n == 0 {
-                mine.remove(&user);
-            } else {
-                mine.insert(user, n);
+        if self.stale.load(Ordering::Acquire) {
+            crate::metrics::cluster_fallback(Port::Presence.as_str());
+            return Ok(local);
+        }
+        match self.run(tenant, &self.node, false, &targets, now).await {
+            Ok(applied) => {
+                self.outage.succeeded(Port::Presence);
+                Ok(applied)
+            }
+            Err(e) => {
+                // Counted here meanwhile; the next heartbeat that reaches Redis restates all.
+                self.stale.store(true, Ordering::Release);
+                crate::metrics::cluster_fallback(Port::Presence.as_str());
+                self.outage.failed(Port::Presence, &e);
+                Ok(local)
             }
         }
-        if mine.is_empty() {
-            mirror.remove(tenant);
-        }
-        Ok(applied)
     }
 
     async fn lookup(
@@ -335,15 +360,22 @@ impl PresenceDirectory for RedisDirectory {
         tenant: &TenantId,
         users: &[UserId],
     ) -> Result<Vec<(UserId, UserPresence)>, PresenceError> {
-        connected(&self.client).map_err(unavailable)?;
-        let k = keys(tenant.as_str(), &self.node);
-        let args: Vec<String> = users.iter().map(ToString::to_string).collect();
-        let reply: Value = self
-            .client
-            .eval(LOOKUP, k[..3].to_vec(), args)
-            .await
-            .map_err(|e| unavailable(e.into()))?;
-        parse_rows(reply).map_err(unavailable)
+        let asked = async {
+            connected(&self.client)?;
+            let k = keys(tenant.as_str(), &self.node);
+            let args: Vec<String> = users.iter().map(ToString::to_string).collect();
+            let reply: Value = self.client.eval(LOOKUP, k[..3].to_vec(), args).await?;
+            parse_rows(reply)
+        };
+        match asked.await {
+            Ok(rows) => Ok(rows),
+            Err(e) => {
+                // This node's view meanwhile (PROTOCOL §8: presence counted per node).
+                crate::metrics::cluster_fallback(Port::Presence.as_str());
+                self.outage.failed(Port::Presence, &e);
+                self.local.lookup(tenant, users).await
+            }
+        }
     }
 
     async fn online(
@@ -351,28 +383,41 @@ impl PresenceDirectory for RedisDirectory {
         tenant: &TenantId,
         limit: usize,
     ) -> Result<(Vec<(UserId, UserPresence)>, bool), PresenceError> {
-        connected(&self.client).map_err(unavailable)?;
-        let k = keys(tenant.as_str(), &self.node);
-        let reply: Value = self
-            .client
-            .eval(
-                ONLINE,
-                vec![k[1].clone(), k[2].clone()],
-                vec![limit.to_string()],
-            )
-            .await
-            .map_err(|e| unavailable(e.into()))?;
-        let mut list = parse_rows(reply).map_err(unavailable)?;
-        let truncated = list.len() > limit;
-        list.truncate(limit);
-        Ok((list, truncated))
+        let asked = async {
+            connected(&self.client)?;
+            let k = keys(tenant.as_str(), &self.node);
+            let args = vec![limit.to_string()];
+            let reply: Value = self
+                .client
+                .eval(ONLINE, vec![k[1].clone(), k[2].clone()], args)
+                .await?;
+            parse_rows(reply)
+        };
+        match asked.await {
+            Ok(mut list) => {
+                let truncated = list.len() > limit;
+                list.truncate(limit);
+                Ok((list, truncated))
+            }
+            Err(e) => {
+                crate::metrics::cluster_fallback(Port::Presence.as_str());
+                self.outage.failed(Port::Presence, &e);
+                self.local.online(tenant, limit).await
+            }
+        }
     }
 
     async fn purge_node(&self, node: &str) -> Result<Vec<(TenantId, Applied)>, PresenceError> {
         self.purge(node).await.map_err(unavailable)
     }
 
-    async fn resync(&self) -> Result<Vec<(TenantId, Applied)>, PresenceError> {
-        self.restate().await.map_err(unavailable)
+    async fn resync(&self, force: bool) -> Result<Vec<(TenantId, Applied)>, PresenceError> {
+        if !force && !self.stale.load(Ordering::Acquire) {
+            return Ok(Vec::new());
+        }
+        let restated = self.restate().await.map_err(unavailable)?;
+        self.stale.store(false, Ordering::Release);
+        self.outage.succeeded(Port::Presence);
+        Ok(restated)
     }
 }

@@ -435,8 +435,8 @@ impl ConnectionService {
             if !resync && let Err(e) = self.resync(cluster.as_ref()).await {
                 return self.fell_back(&e);
             }
-            presence.resync().await;
         }
+        presence.resync(lost).await;
         let dead = match cluster.purge_dead().await {
             Ok(dead) => dead,
             Err(e) => return self.fell_back(&e),

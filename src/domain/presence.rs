@@ -319,10 +319,11 @@ impl PresenceService {
         }
     }
 
-    /// The directory lost this node's counts (Redis restarted empty, or it purged this node
-    /// after a pause): states them again, and announces what that changed.
-    pub async fn resync(&self) {
-        match self.0.directory.resync().await {
+    /// States this node's counts again where the directory may not hold them (`force`: it lost
+    /// them, Redis restarted empty or purged this node after a pause; else only after changes
+    /// it could not take), and announces what that changed. Called by every heartbeat.
+    pub async fn resync(&self, force: bool) {
+        match self.0.directory.resync(force).await {
             Ok(tenants) => {
                 for (tenant, applied) in tenants {
                     self.announce_outcomes(&tenant, applied).await;

@@ -97,9 +97,11 @@ pub trait PresenceDirectory: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
-    /// States this node's counts again, after the directory lost them (a Redis that restarted
-    /// empty); per tenant, the outcome for each user. In-process, nothing is ever lost.
-    async fn resync(&self) -> Result<Vec<(TenantId, Applied)>, PresenceError> {
+    /// States this node's counts again when the directory may not hold them: `force` (it lost
+    /// them: a Redis that restarted empty), or changes it could not take (they were counted on
+    /// this node meanwhile). Per tenant, the outcome for each user; nothing when there was
+    /// nothing to state. In-process, nothing is ever lost.
+    async fn resync(&self, _force: bool) -> Result<Vec<(TenantId, Applied)>, PresenceError> {
         Ok(Vec::new())
     }
 }

@@ -22,7 +22,8 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use fred::prelude::{
-    Client, Expiration, HashesInterface, KeysInterface, LuaInterface, SetOptions, SetsInterface,
+    Client, ClientLike, Expiration, HashesInterface, KeysInterface, LuaInterface, SetOptions,
+    SetsInterface,
 };
 use fred::types::Value;
 use serde::{Deserialize, Serialize};
@@ -425,6 +426,16 @@ impl ConnectionRegistry for RedisRegistry {
 
     async fn purge_dead(&self) -> Result<Vec<PurgedNode>, RegistryError> {
         self.purge_inner().await.map_err(unavailable)
+    }
+
+    async fn ping(&self) -> Result<(), RegistryError> {
+        connected(&self.client).map_err(unavailable)?;
+        let _: String = self
+            .client
+            .ping(None)
+            .await
+            .map_err(|e| unavailable(e.into()))?;
+        Ok(())
     }
 
     async fn forget(&self, node: &str) -> Result<(), RegistryError> {

@@ -103,6 +103,9 @@ pub trait ConnectionRegistry: Send + Sync + 'static {
 
     /// The dead node's cleanup is complete (presence included): stop listing it.
     async fn forget(&self, node: &str) -> Result<(), RegistryError>;
+
+    /// The registry answers (readiness).
+    async fn ping(&self) -> Result<(), RegistryError>;
 }
 
 /// The connections of this node (every one of them, cluster or not): the cap of a single node,
@@ -401,6 +404,12 @@ impl ConnectionService {
         s
     }
 
+    /// Whether the shared registry answers; `None` for a single node (nothing to ask).
+    pub async fn shared_ready(&self) -> Option<Result<(), RegistryError>> {
+        let cluster = self.0.cluster.as_ref()?;
+        Some(cluster.ping().await)
+    }
+
     /// The user's connections on every node; while the shared registry is away, on this one.
     pub async fn user_connections(&self, user: &UserId) -> usize {
         if let Some(cluster) = &self.0.cluster {
@@ -565,6 +574,9 @@ mod tests {
             Err(RegistryError::Unavailable("down".into()))
         }
         async fn forget(&self, _: &str) -> Result<(), RegistryError> {
+            Err(RegistryError::Unavailable("down".into()))
+        }
+        async fn ping(&self) -> Result<(), RegistryError> {
             Err(RegistryError::Unavailable("down".into()))
         }
     }

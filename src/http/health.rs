@@ -1,5 +1,6 @@
 //! `/healthz` (the process answers) and `/readyz` (it can do its job: the store answers, no
-//! background task has died, it is not shutting down; with a JWKS, the provider's keys are held).
+//! background task has died, it is not shutting down; with a JWKS, the provider's keys are held;
+//! with `REDIS_URL`, Redis answers).
 
 use axum::Json;
 use axum::extract::State;
@@ -35,6 +36,17 @@ pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
         Err(_) => (false, "timeout"),
     };
     let mut body = json!({ "database": database });
+    // With REDIS_URL: the cluster state must answer. Without it the node still serves (it
+    // counts locally, see `ConnectionService`), but a load balancer should prefer a node that
+    // sees the cluster.
+    if let Some(redis) = app.connections.shared_ready().await {
+        let ok = redis.is_ok();
+        if let Err(e) = redis {
+            tracing::warn!(error = %e, "readiness: Redis failed");
+        }
+        ready &= ok;
+        body["redis"] = if ok { "ok" } else { "error" }.into();
+    }
     // With JWT_JWKS_URL: not ready until the provider's keys are held; a provider down later
     // leaves the cached keys in use (`stale`), still ready.
     if let Some(k) = app.verifier.key_status() {

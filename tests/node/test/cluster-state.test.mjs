@@ -30,8 +30,8 @@ function freePort() {
   });
 }
 
-async function startRedis() {
-  const port = await freePort();
+async function startRedis(port) {
+  port ??= await freePort();
   const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
     stdio: 'ignore',
   });
@@ -205,5 +205,25 @@ describe('cluster-wide state over Redis', { skip: !haveRedis }, () => {
       const r = await api(b, `/presence?tenantId=${tenantId}&userIds=${user}`);
       return r.json?.users?.[user]?.status === 'offline';
     });
+  });
+
+  // Last: it stops the suite's Redis.
+  test('Redis stopped: /readyz is 503 and connects go on, counted per node; Redis back: ready, the connection registered again', async () => {
+    assert.equal((await request(`${a.url}/readyz`)).json.redis, 'ok');
+    redis.child.kill('SIGKILL');
+    await new Promise((r) => redis.child.once('exit', r));
+    await until('node a not ready', async () => (await request(`${a.url}/readyz`)).status === 503);
+    assert.equal((await request(`${a.url}/readyz`)).json.redis, 'error');
+    // Act: a connect while Redis is away
+    const user = uid('user');
+    const token = a.token({ sub: user });
+    await a.connect(token);
+    await a.connect(token);
+    await a.connect(token);
+    assert.equal((await a.refused(token)).message, 'Too many connections', 'the cap still holds, on this node');
+    // Redis back, empty: the node re-registers what it holds
+    redis = await startRedis(redis.port);
+    await until('node a ready again', async () => (await request(`${a.url}/readyz`)).status === 200);
+    await until('the connections registered again', async () => (await api(b, '/stats')).json.users?.[user] === 3);
   });
 });

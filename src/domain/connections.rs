@@ -620,6 +620,121 @@ mod tests {
         assert_eq!(observer.0.load(Ordering::Relaxed), 7);
     }
 
+    /// A shared registry whose resync waits until released, recording what it is asked.
+    #[derive(Default)]
+    struct Slow {
+        release: tokio::sync::Notify,
+        calls: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl ConnectionRegistry for Slow {
+        async fn register(&self, c: &ConnectionInfo, _: usize) -> Result<(), RegistryError> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("register {}", c.socket_id));
+            Ok(())
+        }
+        async fn unregister(&self, _: &ConnectionInfo) -> Result<(), RegistryError> {
+            Ok(())
+        }
+        async fn stats(&self) -> Result<ConnectionStats, RegistryError> {
+            Ok(ConnectionStats::default())
+        }
+        async fn user_connections(&self, _: &UserId) -> Result<usize, RegistryError> {
+            Ok(0)
+        }
+        async fn heartbeat(
+            &self,
+            live: &[ConnectionInfo],
+            resync: bool,
+        ) -> Result<bool, RegistryError> {
+            if resync {
+                self.calls
+                    .lock()
+                    .unwrap()
+                    .push(format!("resync of {}", live.len()));
+                self.release.notified().await;
+                self.calls.lock().unwrap().push("resynced".into());
+            }
+            Ok(false)
+        }
+        async fn purge_dead(&self) -> Result<Vec<PurgedNode>, RegistryError> {
+            Ok(Vec::new())
+        }
+        async fn forget(&self, _: &str) -> Result<(), RegistryError> {
+            Ok(())
+        }
+        async fn ping(&self) -> Result<(), RegistryError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connect_waits_for_a_resync_in_progress_so_the_snapshot_cannot_undo_it() {
+        let slow = Arc::new(Slow::default());
+        let svc = ConnectionService::new(node(), 5, Some(slow.clone()), Arc::new(Quiet));
+        let presence = crate::domain::presence::PresenceService::new(
+            Arc::new(NoBus),
+            Arc::new(crate::domain::presence_directory::LocalDirectory::default()),
+            crate::domain::presence::PresenceSettings {
+                broadcast_max: 10,
+                offline_grace: Duration::ZERO,
+                tick: Duration::from_millis(10),
+                list_max: 10,
+                watch_max: 10,
+            },
+            Arc::new(Quiet),
+        );
+        // The first beat resyncs (a node starts dirty); a connect arrives meanwhile.
+        let beat = tokio::spawn({
+            let svc = svc.clone();
+            async move { svc.beat(&presence).await }
+        });
+        while slow.calls.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let connect = tokio::spawn({
+            let svc = svc.clone();
+            async move { svc.register(&conn("late", "u")).await }
+        });
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            *slow.calls.lock().unwrap(),
+            ["resync of 0"],
+            "the connect waits"
+        );
+        slow.release.notify_one();
+        beat.await.unwrap();
+        connect.await.unwrap().unwrap();
+        assert_eq!(
+            *slow.calls.lock().unwrap(),
+            ["resync of 0", "resynced", "register late"]
+        );
+    }
+
+    struct NoBus;
+
+    #[async_trait]
+    impl crate::domain::bus::Bus for NoBus {
+        async fn publish(
+            &self,
+            _: crate::domain::events::BusMessage,
+        ) -> Result<(), crate::domain::bus::BusError> {
+            Ok(())
+        }
+        fn state(&self) -> crate::domain::bus::BusState {
+            crate::domain::bus::BusState {
+                kind: "local",
+                connected: true,
+                fanout_queue_depth: 0,
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_single_node_lists_itself_in_stats() {
         let svc = ConnectionService::new(node(), 5, None, Arc::new(Quiet));

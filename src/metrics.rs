@@ -22,6 +22,11 @@ const LATENCY_BUCKETS: [f64; 12] = [
 /// here (a unit test checks it).
 const FAMILIES: &[(&str, &str, &str)] = &[
     (
+        "aegisx_cluster_fallback_total",
+        "counter",
+        "Calls on the shared cluster state (Redis) that failed, decided on this node instead, by port",
+    ),
+    (
         "websocket_connections_total",
         "gauge",
         "Live Socket.IO connections on this node, by tenant",
@@ -301,6 +306,24 @@ pub fn message(kind: &str, tenant: &str) {
 }
 
 /// A presence announcement, by audience: the whole tenant, or the sockets watching the user.
+/// The domain's `Observer`, reporting to the Prometheus recorder.
+pub struct Prometheus;
+
+impl crate::domain::observe::Observer for Prometheus {
+    fn presence_announced(&self, tenant_wide: bool) {
+        presence_announced(tenant_wide);
+    }
+
+    fn cluster_fallback(&self, port: crate::domain::observe::Port) {
+        cluster_fallback(port.as_str());
+    }
+}
+
+/// A call on the shared cluster state (Redis) failed and the node counted locally instead.
+pub fn cluster_fallback(port: &'static str) {
+    counter!("aegisx_cluster_fallback_total", "port" => port).increment(1);
+}
+
 pub fn presence_announced(tenant_wide: bool) {
     let audience = if tenant_wide { "tenant" } else { "watchers" };
     counter!("aegisx_presence_announcements_total", "audience" => audience).increment(1);

@@ -192,6 +192,13 @@ pub struct Settings {
     /// This node's id in the cluster (`/stats`, registry entries). Default: `hostname:pid`.
     #[arg(long, env = "NODE_ID")]
     pub node_id: Option<String>,
+    /// With `REDIS_URL`: how often this node says it is alive. Its heartbeat expires after three
+    /// missed beats; a survivor then purges its registry entries and presence, within four beats.
+    #[arg(long, env = "NODE_HEARTBEAT_MS", default_value_t = 5000)]
+    pub node_heartbeat_ms: u64,
+    /// With `REDIS_URL`: TTL of `ws:connection:{socketId}`, refreshed while the connection lives.
+    #[arg(long, env = "REGISTRY_TTL_SECS", default_value_t = 3600)]
+    pub registry_ttl_secs: u64,
     /// API keys for `/api/v1` (comma list). None: the HTTP API is off (404).
     #[arg(long, env = "API_KEYS", value_delimiter = ',', hide_env_values = true)]
     pub api_keys: Vec<SecretString>,
@@ -478,7 +485,19 @@ impl Settings {
     /// The HTTP and packet deadlines and sizes (hyper refuses a head buffer under 8 KiB), and
     /// the presence bounds.
     fn validate_added_limits(&self) -> Result<(), SettingsError> {
-        let checks: [(&'static str, bool, &'static str); 6] = [
+        let checks: [(&'static str, bool, &'static str); 8] = [
+            (
+                // Four beats (three missed, then the survivor's next) stay within the 30 s in
+                // which a dead node's entries must be gone.
+                "NODE_HEARTBEAT_MS",
+                (100..=7_000).contains(&self.node_heartbeat_ms),
+                "100 to 7000",
+            ),
+            (
+                "REGISTRY_TTL_SECS",
+                self.registry_ttl_secs >= 60,
+                "at least 60",
+            ),
             (
                 "BODY_READ_TIMEOUT_SECS",
                 self.body_read_timeout_secs >= 1,
@@ -527,6 +546,13 @@ impl Settings {
         Duration::from_secs(self.inactive_timeout_secs)
     }
 
+    pub fn cluster(&self) -> crate::cluster::ClusterSettings {
+        crate::cluster::ClusterSettings {
+            heartbeat: Duration::from_millis(self.node_heartbeat_ms),
+            connection_ttl: Duration::from_secs(self.registry_ttl_secs),
+        }
+    }
+
     pub fn presence(&self) -> crate::domain::presence::PresenceSettings {
         crate::domain::presence::PresenceSettings {
             broadcast_max: self.presence_broadcast_max,
@@ -554,6 +580,8 @@ impl std::fmt::Debug for Settings {
                 &self.redis_url.as_deref().map(crate::store::redact_url),
             )
             .field("node_id", &self.node_id)
+            .field("node_heartbeat_ms", &self.node_heartbeat_ms)
+            .field("registry_ttl_secs", &self.registry_ttl_secs)
             .field(
                 "api_keys",
                 &format_args!("[{} redacted]", self.api_keys.len()),

@@ -1,13 +1,13 @@
 //! `/healthz` (the process answers) and `/readyz` (it can do its job: the store answers, no
 //! background task has died, it is not shutting down; with a JWKS, the provider's keys are held;
-//! with Redis, the cluster bus is connected).
+//! with Redis, the cluster bus is connected and the cluster state answers).
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
@@ -45,6 +45,17 @@ pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
             "kind": bus.kind,
             "status": if bus.connected { "ok" } else { "disconnected" },
         });
+    }
+    // With REDIS_URL the cluster state must answer too. Without it the node still serves (it
+    // counts locally, see `ConnectionService`), but a load balancer should prefer a node that
+    // sees the cluster.
+    if let Some(redis) = app.connections.shared_ready().await {
+        let ok = redis.is_ok();
+        if let Err(e) = redis {
+            tracing::warn!(error = %e, "readiness: Redis failed");
+        }
+        ready &= ok;
+        body["redis"] = if ok { "ok" } else { "error" }.into();
     }
     // With JWT_JWKS_URL: not ready until the provider's keys are held; a provider down later
     // leaves the cached keys in use (`stale`), still ready.

@@ -8,14 +8,14 @@ use socketioxide::extract::{Extension, SocketRef, State, TryData};
 use socketioxide::socket::DisconnectReason;
 use socketioxide::{SendError, SocketError};
 
-use crate::app::AppState;
 use crate::domain::auth::AuthError;
 use crate::domain::bus::Topic;
+use crate::domain::connections::{ConnectionInfo, RegistryError};
 use crate::domain::ids::{tenant_adapter_room, user_adapter_room};
-use crate::domain::presence::{ConnectionInfo, RegistryError};
 use crate::socket::interest::SocketInterest;
 use crate::socket::session::Session;
 use crate::socket::{guard, messages, presence, rooms, token};
+use crate::state::AppState;
 
 /// Pause between the CONNECT ack and the `connected` event (see `on_connect`).
 const CONNECTED_DELAY: std::time::Duration = std::time::Duration::from_millis(15);
@@ -92,8 +92,8 @@ pub async fn authenticate(
     // The user's connections that died while connecting would count against the quota and
     // hide that this one comes online: reap them first (a lookup per existing connection).
     crate::socket::reaper::reap(&s.broadcast(), &app, Some(&conn.user)).await;
-    app.registry
-        .register(&conn, app.limits.max_connections_per_user)
+    app.connections
+        .register(&conn)
         .await
         .map_err(|e| refuse(e.into()))?;
     let session = Arc::new(Session::new(conn, principal));
@@ -203,7 +203,7 @@ async fn cleanup(s: &SocketRef, app: &AppState, session: &Session, reason: Disco
     session
         .span
         .in_scope(|| tracing::info!(?reason, "disconnected"));
-    app.registry.unregister(&session.conn).await;
+    app.connections.unregister(&session.conn).await;
     let shutdown = app.is_shutting_down() || matches!(reason, DisconnectReason::ClosingServer);
     app.presence.close(
         &session.presence,

@@ -8,7 +8,6 @@ use tracing::Instrument;
 
 use tokio::sync::oneshot;
 
-use crate::app::AppState;
 use crate::domain::bus::Topic;
 use crate::domain::error::DomainError;
 use crate::domain::ids::RoomKey;
@@ -16,6 +15,7 @@ use crate::domain::rooms::{JoinDecision, RoomPolicy};
 use crate::fanout::{FanoutCmd, JoinRoom, Joined, Release, ReleaseJoin, Released};
 use crate::socket::session::{Session, Turn};
 use crate::socket::{interest, reply};
+use crate::state::AppState;
 
 pub async fn join(
     s: SocketRef,

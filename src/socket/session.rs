@@ -12,12 +12,13 @@ use socketioxide::handler::FromMessageParts;
 use socketioxide::socket::Socket;
 use tokio::sync::oneshot;
 
-use crate::app::AppState;
 use crate::domain::auth::Principal;
+use crate::domain::connections::ConnectionInfo;
 use crate::domain::error::DomainError;
 use crate::domain::ids::{RoomKey, UserId};
-use crate::domain::presence::{ConnectionInfo, Seat};
+use crate::domain::presence::Seat;
 use crate::socket::reply;
+use crate::state::AppState;
 
 /// What a socket has of a room it joined: every message with `seq` greater than this was (or
 /// is being) delivered to it. `None`: nothing was delivered to it live yet (the fan-out had not

@@ -22,6 +22,12 @@ pub enum RedisConfigError {
 
 /// A builder for clients of `url`, with the node's reconnect and timeout policy.
 pub fn builder(url: &str) -> Result<Builder, RedisConfigError> {
+    // fred reads any other scheme as a single server; a typo must not pass for one.
+    if !(url.starts_with("redis://") || url.starts_with("redis-cluster://")) {
+        return Err(RedisConfigError::Url(
+            "expected redis://… or redis-cluster://…".into(),
+        ));
+    }
     let config =
         Config::from_url(url).map_err(|e| RedisConfigError::Url(e.details().to_string()))?;
     let mut builder = Builder::from_config(config);

@@ -14,9 +14,9 @@ import { metric, requirements, startCluster, until } from './cluster-helpers.mjs
 
 const skip = requirements('cluster-faults.test.mjs', ['redis-server', 'redis-cli', 'nginx', 'postgres']);
 
-// The survivors purge a dead node's entries within NODE_TTL_SECS (the node heartbeat's TTL,
-// refreshed every NODE_HEARTBEAT_SECS): small here so the test is fast. The contract bound is 30 s.
-const PURGE_ENV = { NODE_HEARTBEAT_SECS: '1', NODE_TTL_SECS: '3' };
+// A dead node's heartbeat expires after three missed beats (NODE_HEARTBEAT_MS) and a survivor
+// purges its entries within four: 200 ms beats here so the test is fast. The contract bound is 30 s.
+const PURGE_ENV = { NODE_HEARTBEAT_MS: '200' };
 const PURGE_BOUND_MS = 30000;
 
 let cluster;

@@ -259,12 +259,13 @@ describe('two nodes on one Redis', { skip }, () => {
     const pub = (event) => cluster.redis.cli('PUBLISH', 'websocket:events', JSON.stringify(event));
     const timestamp = new Date().toISOString();
     // Act
-    pub({ type: 'broadcast', data: { n: 'b' }, timestamp });
+    // As the blueprint's broadcastToAll publishes it: `data` is the `broadcast` payload `{ type, data }`.
+    pub({ type: 'broadcast', data: { type: 'news', data: { n: 'b' } }, timestamp });
     pub({ type: 'user_status', data: { userId: 'ext', status: 'away' }, tenantId, timestamp });
     pub({ type: 'chat_message', data: { userId: 'bot', message: 'ingested' }, tenantId, roomId, timestamp });
     // Assert
     for (const s of [onA, onB]) {
-      assert.deepEqual((await s.inbox.next('broadcast')).data, { n: 'b' });
+      assert.deepEqual(await s.inbox.next('broadcast'), { type: 'news', data: { n: 'b' } });
       await s.inbox.next('user_status', (d) => d.userId === 'ext' && d.status === 'away');
       const m = await s.inbox.next('chat_message', (x) => x.message === 'ingested');
       assert.equal(typeof m.seq, 'number');
@@ -276,7 +277,7 @@ describe('two nodes on one Redis', { skip }, () => {
     for (const s of [onA, onB]) assert.equal(s.inbox.all('chat_message', (x) => x.message === 'ingested').length, 1);
     // Malformed JSON is counted, never fatal: the channel still works after it.
     cluster.redis.cli('PUBLISH', 'websocket:events', '{not json');
-    pub({ type: 'broadcast', data: { n: 'after' }, timestamp });
+    pub({ type: 'broadcast', data: { type: 'news', data: { n: 'after' } }, timestamp });
     for (const s of [onA, onB]) await s.inbox.next('broadcast', (d) => d.data?.n === 'after');
   });
 });

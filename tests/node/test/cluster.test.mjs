@@ -142,6 +142,11 @@ describe('two nodes on one Redis', { skip }, () => {
     assert.equal(viaApi.json.users[sub]?.status, 'online', viaApi.body);
     // A second connection on the other node is no new transition; the last one closing is.
     const onB = await B.connect(B.token({ sub, tenantId }));
+    // Node 2 counts a connection in its presence tick, after `connected`: a probe connected
+    // after it and seen online means that tick ran. (Closing onA before it may announce a
+    // short offline/online flap: a window of one tick, not covered here.)
+    const probeB = await B.connect(B.token({ tenantId }));
+    await watcher.inbox.next('user_status', (d) => d.userId === probeB.connectedPayload.userId && d.status === 'online');
     onA.close();
     const probe = await A.connect(A.token({ tenantId }));
     await watcher.inbox.next('user_status', (d) => d.userId === probe.connectedPayload.userId && d.status === 'online');

@@ -155,6 +155,28 @@ describe('two nodes on one Redis', { skip }, () => {
     await watcher.inbox.next('user_status', (d) => d.userId === sub && d.status === 'offline');
   });
 
+  // Fails on bus + state as of this writing (10 of 10 tries): node 2 counts a connection in the
+  // cluster's presence directory only in its next tick, after `connected`, so node 1 sees the
+  // user's count drop to 0 and announces offline, then online again. The contract (§3) allows
+  // offline only when the last connection anywhere closes. Marked todo until that is fixed.
+  test('a user who connects on node 2 and then closes on node 1 is never announced offline', { todo: 'state: a connection counts in the presence directory only after its node\'s next tick' }, async () => {
+    // Arrange
+    const tenantId = uid('t');
+    const sub = uid('u');
+    const watcher = await B.connect(B.token({ tenantId }));
+    const onA = await A.connect(A.token({ sub, tenantId }));
+    await watcher.inbox.next('user_status', (d) => d.userId === sub && d.status === 'online');
+    // Act: the second connection is acknowledged (connected) before the first closes
+    await B.connect(B.token({ sub, tenantId }));
+    onA.close();
+    // Assert: both nodes' ticks after the close have run once probes of each are announced
+    for (const node of [A, B]) {
+      const probe = await node.connect(node.token({ tenantId }));
+      await watcher.inbox.next('user_status', (d) => d.userId === probe.connectedPayload.userId && d.status === 'online');
+    }
+    assert.deepEqual(watcher.inbox.all('user_status', (d) => d.userId === sub).map((d) => d.status), ['online']);
+  });
+
   test('the rate limit is shared: a user gets RATE_LIMIT_PER_MINUTE messages in all, whichever node', async () => {
     // Arrange
     const sub = uid('u');

@@ -9,7 +9,7 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { ack, chat, disconnected, joinRoom, sendMessage, uid } from './helpers.mjs';
-import { requirements, startCluster, until } from './cluster-helpers.mjs';
+import { metric, requirements, startCluster, until } from './cluster-helpers.mjs';
 
 const skip = requirements('cluster.test.mjs');
 const RATE = 20;
@@ -38,6 +38,30 @@ function never(socket, event, pred, what) {
 }
 
 describe('two nodes on one Redis', { skip }, () => {
+  // First in the file: node 2 has no socket yet, so nothing at all is for it.
+  test('a node with no member of a room receives none of its traffic; with one, it does', async () => {
+    // Arrange
+    const tenantId = uid('t');
+    const roomId = uid('room');
+    const busIn = () => metric(B.url, 'aegisx_bus_messages_total', { direction: 'in' });
+    const before = await busIn();
+    const [a1, a2] = [await A.connect(A.token({ tenantId })), await A.connect(A.token({ tenantId }))];
+    await joinRoom(a1, roomId);
+    await joinRoom(a2, roomId);
+    // Act
+    const sent = [];
+    for (let i = 0; i < 10; i++) sent.push(await chat(a1, roomId, `local-${i}`));
+    for (const m of sent) await a2.inbox.next('chat_message', (x) => x.id === m.id);
+    // Assert: node 2 got none of the room's (or the tenant's presence) traffic
+    assert.equal(await busIn(), before, 'node 2 received bus messages it has no socket for');
+    // With a member on node 2, the room's messages reach it (the metric counts them).
+    const b = await B.connect(B.token({ tenantId }));
+    await joinRoom(b, roomId);
+    const next = await chat(a1, roomId, 'now node 2 too');
+    await b.inbox.next('chat_message', (x) => x.id === next.id);
+    assert.ok((await busIn()) > before, 'the metric counts what node 2 receives');
+  });
+
   test('room chat across nodes: every member gets every message once, in one seq sequence', async () => {
     // Arrange
     const tenantId = uid('t');

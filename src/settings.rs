@@ -277,7 +277,8 @@ pub struct Settings {
     #[arg(long, env = "PRESENCE_BROADCAST_MAX", default_value_t = 1000)]
     pub presence_broadcast_max: usize,
     /// Presence: milliseconds a user whose last connection closed stays online (a reconnect
-    /// within it announces nothing). Connections closed by a shutdown get at least 10 s.
+    /// within it announces nothing). Connections closed by a shutdown get at least 10 s; with
+    /// REDIS_URL every close gets at least two presence ticks.
     #[arg(long, env = "PRESENCE_OFFLINE_GRACE_MS", default_value_t = 0)]
     pub presence_offline_grace_ms: u64,
     /// Presence: milliseconds between presence passes; the transitions of one are coalesced.
@@ -553,10 +554,22 @@ impl Settings {
         }
     }
 
+    /// In a cluster a user's connection opened on another node reaches the shared counts only at
+    /// that node's next tick; a last close here held for two ticks lets it land first, so a user
+    /// who moves from one node to another is never announced offline in between.
+    fn offline_grace(&self) -> Duration {
+        let grace = Duration::from_millis(self.presence_offline_grace_ms);
+        if self.redis_url.is_some() {
+            grace.max(Duration::from_millis(self.presence_tick_ms) * 2)
+        } else {
+            grace
+        }
+    }
+
     pub fn presence(&self) -> crate::domain::presence::PresenceSettings {
         crate::domain::presence::PresenceSettings {
             broadcast_max: self.presence_broadcast_max,
-            offline_grace: Duration::from_millis(self.presence_offline_grace_ms),
+            offline_grace: self.offline_grace(),
             tick: Duration::from_millis(self.presence_tick_ms),
             list_max: self.presence_list_max,
             watch_max: self.presence_watch_max,

@@ -4,7 +4,6 @@
 //! back (the node re-registers), and the same scripts on a 3-master Redis Cluster. A missing
 //! `redis-server` fails under `CI=true` and is skipped loudly elsewhere.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,158 +21,9 @@ use aegisx_realtime::domain::presence::{PresenceService, PresenceSettings, Seat}
 use aegisx_realtime::domain::rate_limit::RateLimiter;
 use fred::prelude::{Client, ClientLike, HashesInterface, KeysInterface, SetsInterface};
 
-/// A `redis-server` of this test's own, on a free port, without persistence.
-struct RedisProc {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisProc {
-    fn start() -> Option<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let mut r = Self { port, child: None };
-        if !r.spawn() {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("redis-server is required under CI=true");
-            }
-            eprintln!("SKIPPED: redis-server not found; the cluster state tests did not run");
-            return None;
-        }
-        Some(r)
-    }
-
-    fn spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let Ok(child) = child else { return false };
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not listen on {}", self.port);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for RedisProc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A 3-master Redis Cluster of this test's own (no replicas), on free ports.
-struct RedisClusterProc {
-    nodes: Vec<RedisProc>,
-    dir: tempfile::TempDir,
-}
-
-impl RedisClusterProc {
-    fn start() -> Option<Self> {
-        let dir = tempfile::tempdir().ok()?;
-        let mut nodes = Vec::new();
-        for i in 0..3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .ok()?
-                .local_addr()
-                .ok()?
-                .port();
-            let conf = dir.path().join(format!("nodes-{i}.conf"));
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args([
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--cluster-enabled",
-                    "yes",
-                ])
-                .args(["--cluster-config-file", &conf.display().to_string()])
-                .current_dir(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            let Ok(child) = child else {
-                if std::env::var("CI").as_deref() == Ok("true") {
-                    panic!("redis-server is required under CI=true");
-                }
-                eprintln!("SKIPPED: redis-server not found; the Redis Cluster test did not run");
-                return None;
-            };
-            nodes.push(RedisProc {
-                port,
-                child: Some(child),
-            });
-        }
-        for n in &nodes {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", n.port)).is_err() {
-                assert!(Instant::now() < deadline, "cluster node did not listen");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let addrs: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
-        let created = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("redis-cli runs");
-        assert!(created.success(), "redis-cli --cluster create failed");
-        // Wait until every node agrees the cluster is up.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for n in &nodes {
-            loop {
-                let out = Command::new("redis-cli")
-                    .args(["-p", &n.port.to_string(), "cluster", "info"])
-                    .output()
-                    .expect("redis-cli runs");
-                if String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok") {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "cluster did not come up");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        Some(Self { nodes, dir })
-    }
-
-    fn url(&self) -> String {
-        let first = format!("127.0.0.1:{}", self.nodes[0].port);
-        let rest: Vec<String> = self.nodes[1..]
-            .iter()
-            .map(|n| format!("node=127.0.0.1:{}", n.port))
-            .collect();
-        format!("redis-cluster://{first}?{}", rest.join("&"))
-    }
-}
+#[path = "support/own_redis.rs"]
+mod own_redis;
+use own_redis::{OwnCluster, OwnRedis};
 
 /// Polls `cond` until it holds or `within` passes.
 async fn eventually<F, Fut>(within: Duration, what: &str, mut cond: F)
@@ -266,7 +116,7 @@ struct Node {
     bus: Arc<Recorder>,
 }
 
-async fn node_on(redis: &RedisProc, id: &str, max_per_user: usize) -> (Node, Client) {
+async fn node_on(redis: &OwnRedis, id: &str, max_per_user: usize) -> (Node, Client) {
     let c = client(&redis.url()).await.unwrap();
     let registry = Arc::new(RedisRegistry::new(c.clone(), node(id), settings()));
     let bus = Arc::new(Recorder::default());
@@ -296,7 +146,7 @@ async fn node_on(redis: &RedisProc, id: &str, max_per_user: usize) -> (Node, Cli
 
 #[tokio::test]
 async fn two_nodes_racing_for_a_users_last_slot_exactly_one_wins() {
-    let Some(redis) = RedisProc::start() else {
+    let Some(redis) = OwnRedis::start() else {
         return;
     };
     let a = client(&redis.url()).await.unwrap();
@@ -327,7 +177,7 @@ async fn two_nodes_racing_for_a_users_last_slot_exactly_one_wins() {
 
 #[tokio::test]
 async fn the_rate_limit_is_shared_and_exact_under_racing_nodes() {
-    let Some(redis) = RedisProc::start() else {
+    let Some(redis) = OwnRedis::start() else {
         return;
     };
     let a = Arc::new(RedisRateLimiter::new(
@@ -358,7 +208,7 @@ async fn the_rate_limit_is_shared_and_exact_under_racing_nodes() {
 
 #[tokio::test]
 async fn stats_and_user_counts_cover_every_node() {
-    let Some(redis) = RedisProc::start() else {
+    let Some(redis) = OwnRedis::start() else {
         return;
     };
     let (a, _) = node_on(&redis, "a", 10).await;
@@ -395,7 +245,7 @@ async fn stats_and_user_counts_cover_every_node() {
 
 #[tokio::test]
 async fn presence_counts_a_user_across_nodes() {
-    let Some(redis) = RedisProc::start() else {
+    let Some(redis) = OwnRedis::start() else {
         return;
     };
     let (a, _) = node_on(&redis, "a", 10).await;
@@ -441,7 +291,7 @@ async fn presence_counts_a_user_across_nodes() {
 
 #[tokio::test]
 async fn a_dead_nodes_entries_are_purged_and_its_users_announced_offline() {
-    let Some(redis) = RedisProc::start() else {
+    let Some(redis) = OwnRedis::start() else {
         return;
     };
     let (a, _) = node_on(&redis, "a", 10).await;
@@ -496,7 +346,7 @@ async fn a_dead_nodes_entries_are_purged_and_its_users_announced_offline() {
 
 #[tokio::test]
 async fn redis_stopped_fails_fast_and_connects_count_locally_then_back_re_registers() {
-    let Some(mut redis) = RedisProc::start() else {
+    let Some(mut redis) = OwnRedis::start() else {
         return;
     };
     let (a, rc) = node_on(&redis, "a", 2).await;
@@ -547,7 +397,7 @@ async fn redis_stopped_fails_fast_and_connects_count_locally_then_back_re_regist
     let q = a.presence.lookup(Some(&t), &[uid("q")]).await.unwrap();
     assert_eq!(q[0].1.status, "online", "answered from this node meanwhile");
     // Back, empty (it kept nothing): the next heartbeat registers what is live here.
-    assert!(redis.spawn());
+    redis.spawn().expect("redis-server restarts");
     eventually(Duration::from_secs(10), "the client reconnects", || async {
         rc.is_connected()
     })
@@ -579,10 +429,9 @@ async fn redis_stopped_fails_fast_and_connects_count_locally_then_back_re_regist
 
 #[tokio::test]
 async fn the_cluster_state_runs_on_a_redis_cluster() {
-    let Some(cluster) = RedisClusterProc::start() else {
+    let Some(cluster) = OwnCluster::start() else {
         return;
     };
-    let _dir = cluster.dir.path();
     let url = cluster.url();
     let a = client(&url).await.unwrap();
     let b = client(&url).await.unwrap();

@@ -24,6 +24,8 @@ import sys
 import tempfile
 import time
 
+import cluster
+
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 LOADGEN = os.path.join(BENCH, "target", "release", "loadgen")
@@ -621,7 +623,8 @@ def write_doc(path, generated):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--plan", choices=sorted(PLANS), default="full")
+    ap.add_argument("--plan", choices=sorted(PLANS) + sorted(cluster.PLANS), default="full",
+                    help="cluster, cluster-smoke: 1 vs 2 vs 3 nodes on one Redis (see bench/cluster.py)")
     ap.add_argument("--only", default="", help="comma list of scenarios: idle,fanout,rooms,chat-ack,notify,storm,replay-flood")
     ap.add_argument("--servers", default="aegisx,bare,node")
     ap.add_argument("--skip-build", action="store_true", help="use the binaries already built")
@@ -635,6 +638,8 @@ def main():
 
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.time()
+    if a.plan in cluster.PLANS:
+        return run_cluster(a, started)
     plan = PLANS[a.plan]
     servers = [s.strip() for s in a.servers.split(",") if s.strip()]
     only = {s.strip() for s in a.only.split(",") if s.strip()}
@@ -734,6 +739,25 @@ def main():
         log(f"wrote {a.out}")
     print(doc)
     log(f"done in {elapsed / 60:.1f} min; raw results in {outdir}")
+
+
+def run_cluster(a, started):
+    """The cluster plans: their own loop and table (bench/cluster.py); docs/BENCHMARKS.md is
+    not rewritten by them."""
+    outdir = os.path.join(BENCH, "results", started.strftime("%Y%m%d-%H%M%S"))
+    os.makedirs(outdir, exist_ok=True)
+    if not a.skip_build:
+        sh(["cargo", "build", "--release"], cwd=ROOT)
+        sh(["cargo", "build", "--release", "-p", "loadgen"], cwd=BENCH)
+    loadgen_bin = os.environ.get("LOADGEN_BIN", LOADGEN)
+    for b in (loadgen_bin, a.gateway_bin):
+        if not os.path.exists(b):
+            sys.exit(f"missing {b}: build first (or drop --skip-build)")
+    table = cluster.run(a.plan, a.gateway_bin, loadgen_bin, outdir, SECRET, API_KEY, SERVER_CPU, LOADGEN_CPU, log)
+    with open(os.path.join(outdir, "cluster.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    log(f"raw results in {outdir}")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,7 @@
 //! listener, and runs until a shutdown signal.
 
 use std::net::SocketAddr;
-use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,85 +10,26 @@ use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 
 use crate::bus::local::LocalBus;
+use crate::bus::redis::RedisBus;
 use crate::domain::auth::TokenVerifier;
-use crate::domain::bus::{Bus, FanoutSender, fanout_queue};
+use crate::domain::bus::Bus;
 use crate::domain::chat::{ChatLimits, ChatService};
+use crate::domain::connections::{ConnectionRegistry, ConnectionService, NodeInfo};
 use crate::domain::failure_limit::FailureLimiter;
 use crate::domain::notifications::NotificationService;
-use crate::domain::presence::{ConnectionRegistry, LocalRegistry, PresenceService};
-use crate::domain::presence_directory::LocalDirectory;
+use crate::domain::observe::Observer;
+use crate::domain::presence::PresenceService;
+use crate::domain::presence_directory::{LocalDirectory, PresenceDirectory};
 use crate::domain::publish::PublishService;
-use crate::domain::rate_limit::{LocalRateLimiter, RateLimiter};
+use crate::domain::rate_limit::{RateLimitService, RateLimiter};
 use crate::domain::rooms::RoomPolicy;
-use crate::domain::store::Store;
+use crate::fanout::fanout_queue;
 use crate::http::client_ip::TrustedProxies;
 use crate::settings::Settings;
-use crate::socket::deadlines::{self, Deadlines};
+use crate::socket::deadlines;
 use crate::socket::session::EventBudget;
+use crate::state::{AppInner, AppState, Lifecycle, Limits};
 use crate::supervisor::Supervisor;
-
-/// Limits the adapters enforce themselves.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_connections_per_user: usize,
-    pub max_rooms_per_connection: usize,
-    pub room_metrics_top: usize,
-    /// The replay budget of one connection, in messages.
-    pub replay_per_second: u32,
-    pub replay_burst: u32,
-}
-
-/// Everything a handler needs: the domain services and the ports. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState(Arc<AppInner>);
-
-pub struct AppInner {
-    pub limits: Limits,
-    pub verifier: TokenVerifier,
-    pub chat: ChatService,
-    pub notifications: NotificationService,
-    pub presence: PresenceService,
-    pub publisher: PublishService,
-    pub rooms: RoomPolicy,
-    pub registry: Arc<dyn ConnectionRegistry>,
-    pub rate_limiter: Arc<dyn RateLimiter>,
-    pub bus: Arc<dyn Bus>,
-    /// This node's fan-out queue, for joins (which the fan-out applies in delivery order).
-    pub fanout: FanoutSender,
-    pub event_budget: EventBudget,
-    pub store: Arc<dyn Store>,
-    pub deadlines: Deadlines,
-    /// Whose `X-Forwarded-For` names the client (`TRUSTED_PROXIES`).
-    pub trusted_proxies: TrustedProxies,
-    /// Failed token verifications per client IP (`AUTH_FAILURES_PER_IP_PER_MINUTE`).
-    pub auth_failures: FailureLimiter,
-    /// Failed API keys per client IP (`API_KEY_FAILURES_PER_IP_PER_MINUTE`).
-    pub api_key_failures: FailureLimiter,
-    pub dedupe: crate::domain::dedupe::Dedupe,
-    /// This node's id in `/stats`.
-    pub node_id: String,
-    shutting_down: AtomicBool,
-    /// The background task whose end stopped this node (see `supervisor`).
-    failed_task: OnceLock<&'static str>,
-}
-
-impl Deref for AppState {
-    type Target = AppInner;
-    fn deref(&self) -> &AppInner {
-        &self.0
-    }
-}
-
-impl AppState {
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Acquire)
-    }
-
-    /// The background task that ended unexpectedly, if one did (the node is then stopping).
-    pub fn failed_task(&self) -> Option<&'static str> {
-        self.failed_task.get().copied()
-    }
-}
 
 /// A built, bound gateway, ready to run.
 pub struct Application {
@@ -124,19 +63,69 @@ impl Application {
                 )
             })?;
         let (fanout_tx, fanout_rx) = fanout_queue(settings.fanout_queue);
-        let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(fanout_tx.clone()));
+        let node_id = settings.node_id.clone().unwrap_or_else(node_id);
+        let mut supervisor = Supervisor::default();
+        // With REDIS_URL the node is one of a cluster; its bus also takes the blueprint's
+        // `websocket:events` channel, routed once the services exist (below).
+        let mut ingest = None;
+        let bus: Arc<dyn Bus> = match &settings.redis_url {
+            Some(url) => {
+                let (bus, tasks, events) = RedisBus::start(
+                    url,
+                    node_id.clone(),
+                    fanout_tx.clone(),
+                    settings.fanout_queue,
+                )
+                .await
+                .context("cannot set up the Redis bus (REDIS_URL)")?;
+                supervisor.watch("bus outbound", tasks.outbound);
+                supervisor.watch("bus inbound", tasks.inbound);
+                supervisor.watch("bus subscriptions", tasks.subscriptions);
+                ingest = Some((bus.claims(), events));
+                Arc::new(bus)
+            }
+            None => Arc::new(LocalBus::new(fanout_tx.clone())),
+        };
         let limits = ChatLimits {
             max_message_len: settings.max_message_length,
             max_replay: settings.max_replay,
             max_concurrent_replays: settings.max_concurrent_replays,
         };
-        let mut supervisor = Supervisor::default();
         let (chat, writer) =
             ChatService::start(store.clone(), bus.clone(), limits, settings.write_queue);
         let (deadlines, deadline_task) = deadlines::channel();
-        let state = AppState(Arc::new(AppInner {
+        let observer: Arc<dyn Observer> = Arc::new(crate::metrics::Prometheus);
+        let node = NodeInfo {
+            id: node_id.clone(),
+            started_at: crate::domain::time::now_rfc3339(),
+        };
+        // With REDIS_URL, the registry, rate limit and presence are the cluster's.
+        let redis = match &settings.redis_url {
+            Some(url) => Some(crate::cluster::client(url).await?),
+            None => None,
+        };
+        let registry = redis.as_ref().map(|c| {
+            Arc::new(crate::cluster::RedisRegistry::new(
+                c.clone(),
+                node.clone(),
+                settings.cluster(),
+            )) as Arc<dyn ConnectionRegistry>
+        });
+        let limiter = redis.as_ref().map(|c| {
+            Arc::new(crate::cluster::RedisRateLimiter::new(
+                c.clone(),
+                node.id.clone(),
+            )) as Arc<dyn RateLimiter>
+        });
+        let directory: Arc<dyn PresenceDirectory> = match &redis {
+            Some(c) => Arc::new(crate::cluster::RedisDirectory::new(
+                c.clone(),
+                node.id.clone(),
+            )),
+            None => Arc::new(LocalDirectory::default()),
+        };
+        let state = AppState::new(AppInner {
             limits: Limits {
-                max_connections_per_user: settings.max_connections_per_user,
                 max_rooms_per_connection: settings.max_rooms_per_connection,
                 room_metrics_top: settings.room_metrics_top,
                 replay_per_second: settings.replay_messages_per_second_per_connection,
@@ -147,13 +136,23 @@ impl Application {
             notifications: NotificationService::new(store.clone(), bus.clone()),
             presence: PresenceService::new(
                 bus.clone(),
-                Arc::new(LocalDirectory::default()),
+                directory,
                 settings.presence(),
+                observer.clone(),
             ),
             publisher: PublishService::new(bus.clone()),
             rooms: RoomPolicy::new(store.clone(), bus.clone()),
-            registry: Arc::new(LocalRegistry::default()),
-            rate_limiter: Arc::new(LocalRateLimiter::new(settings.rate_limit_per_minute)),
+            connections: ConnectionService::new(
+                node,
+                settings.max_connections_per_user,
+                registry,
+                observer.clone(),
+            ),
+            rate_limits: RateLimitService::new(
+                settings.rate_limit_per_minute,
+                limiter,
+                observer.clone(),
+            ),
             bus,
             fanout: fanout_tx,
             event_budget: EventBudget {
@@ -170,10 +169,16 @@ impl Application {
                 Duration::from_secs(settings.client_message_id_window_secs),
                 settings.client_message_id_capacity,
             ),
-            node_id: settings.node_id.clone().unwrap_or_else(node_id),
-            shutting_down: AtomicBool::new(false),
-            failed_task: OnceLock::new(),
-        }));
+            lifecycle: Lifecycle::default(),
+        });
+        if let Some((claims, events)) = ingest {
+            let ingest = crate::bus::ingest::Ingest {
+                chat: state.chat.clone(),
+                publisher: state.publisher.clone(),
+                claims: Arc::new(claims),
+            };
+            supervisor.watch("ingest", ingest.spawn(events));
+        }
         let (layer, io) = crate::socket::build(&settings, state.clone());
         supervisor.watch("chat writer", writer);
         supervisor.watch(
@@ -197,6 +202,14 @@ impl Application {
             crate::socket::reaper::spawn(io.clone(), state.clone()),
         );
         state.presence.spawn();
+        if redis.is_some() {
+            supervisor.watch(
+                "heartbeat",
+                state
+                    .connections
+                    .spawn(settings.cluster().heartbeat, state.presence.clone()),
+            );
+        }
         let router = crate::http::router(&settings, state.clone(), layer, dev)?;
         let addr = SocketAddr::new(settings.host, settings.port);
         let listener = TcpListener::bind(addr)
@@ -244,11 +257,11 @@ impl Application {
         match &failure {
             None => tracing::info!("shutting down"),
             Some(exit) => {
-                let _ = state.failed_task.set(exit.task);
+                state.lifecycle.task_failed(exit.task);
                 tracing::error!(task = exit.task, "{exit}; shutting down");
             }
         }
-        state.shutting_down.store(true, Ordering::Release);
+        state.lifecycle.begin_shutdown();
         let grace = Duration::from_secs(settings.shutdown_timeout_secs);
         let drained = tokio::time::timeout(grace, async {
             let _ = stop_tx.send(true);

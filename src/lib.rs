@@ -3,6 +3,7 @@
 pub mod app;
 pub mod bus;
 pub mod cli;
+pub mod cluster;
 pub mod domain;
 pub mod fanout;
 pub mod http;
@@ -12,6 +13,7 @@ pub mod redis;
 pub mod server;
 pub mod settings;
 pub mod socket;
+pub mod state;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;

@@ -22,6 +22,11 @@ const LATENCY_BUCKETS: [f64; 12] = [
 /// here (a unit test checks it).
 const FAMILIES: &[(&str, &str, &str)] = &[
     (
+        "aegisx_cluster_fallback_total",
+        "counter",
+        "Calls on the shared cluster state (Redis) that failed, decided on this node instead, by port",
+    ),
+    (
         "websocket_connections_total",
         "gauge",
         "Live Socket.IO connections on this node, by tenant",
@@ -85,6 +90,21 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "aegisx_bus_connected",
         "gauge",
         "1 when the bus is connected, by bus kind",
+    ),
+    (
+        "aegisx_bus_messages_total",
+        "counter",
+        "Messages between nodes: published to the other nodes (out), received from them (in), own echoes dropped (echo)",
+    ),
+    (
+        "aegisx_bus_dropped_total",
+        "counter",
+        "Messages between nodes that were lost, by reason (local delivery is never dropped)",
+    ),
+    (
+        "aegisx_ingest_events_total",
+        "counter",
+        "Events from the websocket:events channel, by outcome (routed, duplicate: another node took it, malformed, refused, failed)",
     ),
     (
         "aegisx_fanout_queue_depth",
@@ -181,6 +201,9 @@ pub fn install() -> anyhow::Result<()> {
     }
     counter!("websocket_slow_consumer_disconnects_total").absolute(0);
     counter!("aegisx_handshakes_refused_total").absolute(0);
+    for outcome in ["routed", "duplicate", "malformed", "refused", "failed"] {
+        counter!("aegisx_ingest_events_total", "outcome" => outcome).absolute(0);
+    }
     for surface in ["socket", "api"] {
         counter!("aegisx_auth_throttled_total", "surface" => surface).absolute(0);
     }
@@ -290,6 +313,22 @@ pub fn handshakes_in_progress(n: usize) {
     gauge!("aegisx_handshakes_in_progress").set(n as f64);
 }
 
+/// A message between nodes: `out` (published), `in` (received), `echo` (own, dropped).
+pub fn bus_message(direction: &'static str) {
+    counter!("aegisx_bus_messages_total", "direction" => direction).increment(1);
+}
+
+/// Messages between nodes lost: `queue_full`, `disconnected`, `redis_error`, `lagged`,
+/// `undecodable`.
+pub fn bus_dropped(reason: &'static str, n: u64) {
+    counter!("aegisx_bus_dropped_total", "reason" => reason).increment(n);
+}
+
+/// One `websocket:events` event: `routed`, `duplicate`, `malformed`, `refused`, `failed`.
+pub fn ingest_event(outcome: &'static str) {
+    counter!("aegisx_ingest_events_total", "outcome" => outcome).increment(1);
+}
+
 /// HTTP connections being served (long-polling and API included, websockets not).
 pub fn http_connections(n: usize) {
     gauge!("aegisx_http_connections").set(n as f64);
@@ -338,6 +377,24 @@ pub fn message(kind: &str, tenant: &str) {
 }
 
 /// A presence announcement, by audience: the whole tenant, or the sockets watching the user.
+/// The domain's `Observer`, reporting to the Prometheus recorder.
+pub struct Prometheus;
+
+impl crate::domain::observe::Observer for Prometheus {
+    fn presence_announced(&self, tenant_wide: bool) {
+        presence_announced(tenant_wide);
+    }
+
+    fn cluster_fallback(&self, port: crate::domain::observe::Port) {
+        cluster_fallback(port.as_str());
+    }
+}
+
+/// A call on the shared cluster state (Redis) failed and the node counted locally instead.
+pub fn cluster_fallback(port: &'static str) {
+    counter!("aegisx_cluster_fallback_total", "port" => port).increment(1);
+}
+
 pub fn presence_announced(tenant_wide: bool) {
     let audience = if tenant_wide { "tenant" } else { "watchers" };
     counter!("aegisx_presence_announcements_total", "audience" => audience).increment(1);

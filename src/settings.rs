@@ -192,6 +192,13 @@ pub struct Settings {
     /// This node's id in the cluster (`/stats`, registry entries). Default: `hostname:pid`.
     #[arg(long, env = "NODE_ID")]
     pub node_id: Option<String>,
+    /// With `REDIS_URL`: how often this node says it is alive. Its heartbeat expires after three
+    /// missed beats; a survivor then purges its registry entries and presence, within four beats.
+    #[arg(long, env = "NODE_HEARTBEAT_MS", default_value_t = 5000)]
+    pub node_heartbeat_ms: u64,
+    /// With `REDIS_URL`: TTL of `ws:connection:{socketId}`, refreshed while the connection lives.
+    #[arg(long, env = "REGISTRY_TTL_SECS", default_value_t = 3600)]
+    pub registry_ttl_secs: u64,
     /// API keys for `/api/v1` (comma list). None: the HTTP API is off (404).
     #[arg(long, env = "API_KEYS", value_delimiter = ',', hide_env_values = true)]
     pub api_keys: Vec<SecretString>,
@@ -275,7 +282,8 @@ pub struct Settings {
     #[arg(long, env = "PRESENCE_BROADCAST_MAX", default_value_t = 1000)]
     pub presence_broadcast_max: usize,
     /// Presence: milliseconds a user whose last connection closed stays online (a reconnect
-    /// within it announces nothing). Connections closed by a shutdown get at least 10 s.
+    /// within it announces nothing). Connections closed by a shutdown get at least 10 s; with
+    /// REDIS_URL every close gets at least two presence ticks.
     #[arg(long, env = "PRESENCE_OFFLINE_GRACE_MS", default_value_t = 0)]
     pub presence_offline_grace_ms: u64,
     /// Presence: milliseconds between presence passes; the transitions of one are coalesced.
@@ -488,7 +496,19 @@ impl Settings {
     /// The HTTP and packet deadlines and sizes (hyper refuses a head buffer under 8 KiB), and
     /// the presence bounds.
     fn validate_added_limits(&self) -> Result<(), SettingsError> {
-        let checks: [(&'static str, bool, &'static str); 6] = [
+        let checks: [(&'static str, bool, &'static str); 8] = [
+            (
+                // Four beats (three missed, then the survivor's next) stay within the 30 s in
+                // which a dead node's entries must be gone.
+                "NODE_HEARTBEAT_MS",
+                (100..=7_000).contains(&self.node_heartbeat_ms),
+                "100 to 7000",
+            ),
+            (
+                "REGISTRY_TTL_SECS",
+                self.registry_ttl_secs >= 60,
+                "at least 60",
+            ),
             (
                 "BODY_READ_TIMEOUT_SECS",
                 self.body_read_timeout_secs >= 1,
@@ -537,10 +557,29 @@ impl Settings {
         Duration::from_secs(self.inactive_timeout_secs)
     }
 
+    pub fn cluster(&self) -> crate::cluster::ClusterSettings {
+        crate::cluster::ClusterSettings {
+            heartbeat: Duration::from_millis(self.node_heartbeat_ms),
+            connection_ttl: Duration::from_secs(self.registry_ttl_secs),
+        }
+    }
+
+    /// In a cluster a user's connection opened on another node reaches the shared counts only at
+    /// that node's next tick; a last close here held for two ticks lets it land first, so a user
+    /// who moves from one node to another is never announced offline in between.
+    fn offline_grace(&self) -> Duration {
+        let grace = Duration::from_millis(self.presence_offline_grace_ms);
+        if self.redis_url.is_some() {
+            grace.max(Duration::from_millis(self.presence_tick_ms) * 2)
+        } else {
+            grace
+        }
+    }
+
     pub fn presence(&self) -> crate::domain::presence::PresenceSettings {
         crate::domain::presence::PresenceSettings {
             broadcast_max: self.presence_broadcast_max,
-            offline_grace: Duration::from_millis(self.presence_offline_grace_ms),
+            offline_grace: self.offline_grace(),
             tick: Duration::from_millis(self.presence_tick_ms),
             list_max: self.presence_list_max,
             watch_max: self.presence_watch_max,
@@ -564,6 +603,8 @@ impl std::fmt::Debug for Settings {
                 &self.redis_url.as_deref().map(crate::store::redact_url),
             )
             .field("node_id", &self.node_id)
+            .field("node_heartbeat_ms", &self.node_heartbeat_ms)
+            .field("registry_ttl_secs", &self.registry_ttl_secs)
             .field(
                 "api_keys",
                 &format_args!("[{} redacted]", self.api_keys.len()),

@@ -2,8 +2,9 @@
 
 use async_trait::async_trait;
 
-use crate::domain::bus::{Bus, BusError, BusState, FanoutCmd, FanoutSender};
+use crate::domain::bus::{Bus, BusError, BusState};
 use crate::domain::events::BusMessage;
+use crate::fanout::{FanoutCmd, FanoutSender};
 
 pub struct LocalBus {
     fanout: FanoutSender,

@@ -46,6 +46,8 @@ pub struct ChatService {
     // honest clients far below it.
     writer: mpsc::Sender<WriterCmd>,
     store: Arc<dyn Store>,
+    /// For what is not stored (typing indicators); stored messages go out from the writer.
+    bus: Arc<dyn Bus>,
     limits: ChatLimits,
     replays: Arc<Semaphore>,
 }
@@ -87,13 +89,10 @@ impl ReplaySlot {
         if upto.is_some_and(|u| u <= since) {
             return Ok(Replay::default());
         }
-        let started = std::time::Instant::now();
-        let read = self
+        let mut messages = self
             .store
             .messages_after(key, since, self.max_replay + 1)
-            .await;
-        crate::metrics::storage_latency("messages_after", started.elapsed(), read.is_ok());
-        let mut messages = read?;
+            .await?;
         if let Some(upto) = upto {
             messages.retain(|m| m.seq <= upto);
         }
@@ -121,16 +120,36 @@ impl ChatService {
         queue: usize,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(queue);
-        let task = tokio::spawn(writer_loop(rx, store.clone(), bus));
+        let task = tokio::spawn(writer_loop(rx, store.clone(), bus.clone()));
         (
             Self {
                 writer: tx,
                 store,
+                bus,
                 limits,
                 replays: Arc::new(Semaphore::new(limits.max_concurrent_replays.max(1))),
             },
             task,
         )
+    }
+
+    /// `user_typing { userId, roomId, typing }` to the room. Not stored, not sequenced; the
+    /// sender's membership is the caller's to check.
+    pub async fn typing(
+        &self,
+        key: RoomKey,
+        user: &UserId,
+        typing: bool,
+    ) -> Result<(), DomainError> {
+        let data = serde_json::json!({ "userId": user, "roomId": key.room, "typing": typing });
+        self.bus
+            .publish(BusMessage::Deliver(Delivery {
+                target: Target::Room { key },
+                event: "user_typing".into(),
+                data,
+            }))
+            .await
+            .map_err(|_| DomainError::Busy)
     }
 
     /// Messages waiting for the writer.
@@ -296,10 +315,7 @@ async fn append(
     store: &dyn Store,
     batch: &[NewMessage],
 ) -> Result<Vec<ChatMessage>, crate::domain::store::StoreError> {
-    let started = std::time::Instant::now();
-    let stored = store.append_messages(batch).await;
-    crate::metrics::storage_latency("append_messages", started.elapsed(), stored.is_ok());
-    stored
+    store.append_messages(batch).await
 }
 
 async fn publish(
@@ -332,36 +348,10 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::domain::bus::{FanoutCmd, fanout_queue};
     use crate::domain::events::Notification;
     use crate::domain::ids::{RoomId, TenantId};
     use crate::domain::store::{MarkRead, NewNotification, StoreError};
-
-    #[derive(Debug)]
-    struct Refused;
-    impl std::fmt::Display for Refused {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("invalid byte sequence for encoding \"UTF8\": 0x00")
-        }
-    }
-    impl std::error::Error for Refused {}
-    impl sqlx::error::DatabaseError for Refused {
-        fn message(&self) -> &str {
-            "invalid byte sequence"
-        }
-        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-            self
-        }
-        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
-            self
-        }
-        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-            self
-        }
-        fn kind(&self) -> sqlx::error::ErrorKind {
-            sqlx::error::ErrorKind::Other
-        }
-    }
+    use crate::fanout::{FanoutCmd, fanout_queue};
 
     /// Refuses (as PostgreSQL refuses a NUL) every batch holding a message that says "bad";
     /// records the batch sizes it was asked to append.
@@ -379,9 +369,9 @@ mod tests {
         ) -> Result<Vec<ChatMessage>, StoreError> {
             self.batches.lock().unwrap().push(batch.len());
             if batch.iter().any(|m| m.message == "bad") {
-                return Err(StoreError::Database(sqlx::Error::Database(Box::new(
-                    Refused,
-                ))));
+                return Err(StoreError::Refused(
+                    "invalid byte sequence for encoding \"UTF8\": 0x00".into(),
+                ));
             }
             let mut seq = self.seq.lock().unwrap();
             Ok(batch

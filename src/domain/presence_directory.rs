@@ -89,6 +89,21 @@ pub trait PresenceDirectory: Send + Sync + 'static {
         tenant: &TenantId,
         limit: usize,
     ) -> Result<(Vec<(UserId, UserPresence)>, bool), PresenceError>;
+
+    /// Takes out every connection a dead node had counted; per tenant, the outcome of each
+    /// user it had (those left with no connection go offline). Calling it again for the same
+    /// node finds nothing. A single node has no other node: nothing to do.
+    async fn purge_node(&self, _node: &str) -> Result<Vec<(TenantId, Applied)>, PresenceError> {
+        Ok(Vec::new())
+    }
+
+    /// States this node's counts again when the directory may not hold them: `force` (it lost
+    /// them: a Redis that restarted empty), or changes it could not take (they were counted on
+    /// this node meanwhile). Per tenant, the outcome for each user; nothing when there was
+    /// nothing to state. In-process, nothing is ever lost.
+    async fn resync(&self, _force: bool) -> Result<Vec<(TenantId, Applied)>, PresenceError> {
+        Ok(Vec::new())
+    }
 }
 
 /// The in-process directory (one node).

@@ -72,6 +72,29 @@ impl PublishService {
             .map_err(|_| DomainError::Busy)
     }
 
+    /// An event the blueprint's event bus routed (`bus::ingest`): its routing names events the
+    /// gateway owns by design (`chat_message` to a tenant), so only the name's length is checked.
+    pub async fn publish_routed(
+        &self,
+        target: Target,
+        event: String,
+        data: Value,
+    ) -> Result<(), DomainError> {
+        if event.is_empty() || event.chars().count() > MAX_EVENT_LEN {
+            return Err(DomainError::invalid(format!(
+                "event must be 1 to {MAX_EVENT_LEN} characters"
+            )));
+        }
+        self.bus
+            .publish(BusMessage::Deliver(Delivery {
+                target,
+                event,
+                data,
+            }))
+            .await
+            .map_err(|_| DomainError::Busy)
+    }
+
     /// Closes every connection of the user, on every node.
     pub async fn disconnect_user(&self, user: UserId) -> Result<(), DomainError> {
         self.bus

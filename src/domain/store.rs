@@ -7,12 +7,19 @@ use async_trait::async_trait;
 use crate::domain::events::{ChatMessage, Notification};
 use crate::domain::ids::{RoomKey, TenantId, UserId};
 
+/// The driver's own error, kept for its message; the domain only needs to know which kind.
+pub type DriverError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database answered and refused the statement (bad data, a constraint, a conflict).
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Refused(DriverError),
+    /// The database could not be reached or the call failed on the way (I/O, pool, protocol).
+    #[error("database error: {0}")]
+    Failed(DriverError),
     #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(DriverError),
     #[error("unsupported DATABASE_URL scheme (expected sqlite:// or postgres://): {0}")]
     UnsupportedUrl(String),
     /// The database did not answer within `STORE_TIMEOUT_MS`.
@@ -24,7 +31,7 @@ impl StoreError {
     /// The database answered and refused this statement (bad data, a constraint, a conflict),
     /// as opposed to being unreachable or slow: the same call with other data may succeed.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Self::Database(sqlx::Error::Database(_)))
+        matches!(self, Self::Refused(_))
     }
 }
 

@@ -14,11 +14,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::api::{ApiError, ApiJson, ApiQuery, parse_limit, parse_room};
-use crate::app::AppState;
 use crate::domain::auth::{Principal, TokenIssuer, TokenSpec};
 use crate::domain::error::DomainError;
 use crate::domain::ids::UserId;
 use crate::domain::rooms::JoinDecision;
+use crate::state::AppState;
 
 /// The tenant every development token belongs to.
 pub const DEV_TENANT: &str = "demo";

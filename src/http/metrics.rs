@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
-use crate::app::AppState;
 use crate::http::admission::Admission;
+use crate::state::AppState;
 
 #[derive(Clone)]
 pub struct MetricsAccess {

@@ -19,8 +19,8 @@ use socketioxide::layer::SocketIoLayer;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::app::AppState;
 use crate::settings::Settings;
+use crate::state::AppState;
 
 pub use origin::AllowedOrigins;
 

@@ -8,13 +8,15 @@ use socketioxide::extract::{Extension, SocketRef, State, TryData};
 use socketioxide::socket::DisconnectReason;
 use socketioxide::{SendError, SocketError};
 
-use crate::app::AppState;
 use crate::domain::auth::AuthError;
+use crate::domain::bus::Topic;
+use crate::domain::connections::{ConnectionInfo, RegistryError};
 use crate::domain::ids::{tenant_adapter_room, user_adapter_room};
-use crate::domain::presence::{ConnectionInfo, RegistryError};
 use crate::http::admission::HandshakeSlot;
+use crate::socket::interest::SocketInterest;
 use crate::socket::session::Session;
 use crate::socket::{guard, messages, presence, rooms, token};
+use crate::state::AppState;
 
 /// Pause between the CONNECT ack and the `connected` event (see `on_connect`).
 const CONNECTED_DELAY: std::time::Duration = std::time::Duration::from_millis(15);
@@ -91,13 +93,24 @@ pub async fn authenticate(
     // The user's connections that died while connecting would count against the quota and
     // hide that this one comes online: reap them first (a lookup per existing connection).
     crate::socket::reaper::reap(&s.broadcast(), &app, Some(&conn.user)).await;
-    app.registry
-        .register(&conn, app.limits.max_connections_per_user)
+    app.connections
+        .register(&conn)
         .await
         .map_err(|e| refuse(e.into()))?;
     let session = Arc::new(Session::new(conn, principal));
     // `connected` is the first event the client gets: its events wait for it (see `on_connect`).
     session.hold_first_turn();
+    // Before the CONNECT ack: from here on, what any node sends the user (a disconnect, a
+    // revoke, a notification) or its tenant reaches this node. A single node has nothing to
+    // subscribe to, and its sockets carry no interest.
+    if app.bus.routes_by_interest() {
+        let interest = Arc::new(SocketInterest::new(app.bus.clone()));
+        interest.enter(Topic::User(session.conn.user.clone())).await;
+        if let Some(t) = &session.conn.tenant {
+            interest.enter(Topic::Tenant(t.clone())).await;
+        }
+        s.extensions.insert(interest);
+    }
     s.extensions.insert(session);
     // Here, not in `on_connect`: socketioxide sends the CONNECT ack and then *spawns* the
     // connect handler, so a client answering the ack at once could find no handler yet and its
@@ -126,7 +139,7 @@ pub async fn on_connect(
     s.on_disconnect(on_disconnect);
     if !s.connected() {
         // Closed before the disconnect handler was in place: it will not run, so clean up here.
-        return cleanup(&app, &session, DisconnectReason::TransportClose).await;
+        return cleanup(&s, &app, &session, DisconnectReason::TransportClose).await;
     }
     session
         .span
@@ -170,19 +183,23 @@ pub async fn on_connect(
 }
 
 async fn on_disconnect(
+    s: SocketRef,
     reason: DisconnectReason,
     State(app): State<AppState>,
     Extension(session): Extension<Arc<Session>>,
 ) {
-    cleanup(&app, &session, reason).await;
+    cleanup(&s, &app, &session, reason).await;
 }
 
-/// Unregisters the connection (once) and takes it out of presence.
-async fn cleanup(app: &AppState, session: &Session, reason: DisconnectReason) {
+/// Unregisters the connection (once), drops its bus interest and takes it out of presence.
+async fn cleanup(s: &SocketRef, app: &AppState, session: &Session, reason: DisconnectReason) {
     // Events still waiting for `connected` run (and find the socket closed).
     session.release_first_turn();
     if !session.mark_closed() {
         return;
+    }
+    if let Some(interest) = crate::socket::interest::of(s) {
+        interest.close();
     }
     let p = session.principal();
     crate::metrics::connection_closed(p.tenant_label(), session.connected_at.elapsed());
@@ -192,7 +209,7 @@ async fn cleanup(app: &AppState, session: &Session, reason: DisconnectReason) {
     session
         .span
         .in_scope(|| tracing::info!(?reason, "disconnected"));
-    app.registry.unregister(&session.conn).await;
+    app.connections.unregister(&session.conn).await;
     let shutdown = app.is_shutting_down() || matches!(reason, DisconnectReason::ClosingServer);
     app.presence.close(
         &session.presence,

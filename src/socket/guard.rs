@@ -5,9 +5,9 @@ use std::net::IpAddr;
 
 use socketioxide::extract::SocketRef;
 
-use crate::app::AppState;
 use crate::domain::auth::{AuthError, Principal};
 use crate::http::client_ip::{self, Peer};
+use crate::state::AppState;
 
 /// Refused CONNECTs one transport may collect; the next refusal closes it.
 pub const MAX_REFUSED_CONNECTS: u32 = 3;

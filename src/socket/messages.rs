@@ -6,15 +6,14 @@ use serde_json::{Map, Value, json};
 use socketioxide::extract::{AckSender, Event, Extension, SocketRef, State, TryData};
 use tracing::Instrument;
 
-use crate::app::AppState;
 use crate::domain::auth::Principal;
 use crate::domain::dedupe::{self, Claim, Sent};
 use crate::domain::error::DomainError;
-use crate::domain::events::{BusMessage, Delivery, Target};
 use crate::domain::ids::RoomKey;
 use crate::domain::rooms::RoomPolicy;
 use crate::socket::reply;
 use crate::socket::session::{Session, Turn};
+use crate::state::AppState;
 
 pub async fn handle(
     s: SocketRef,
@@ -29,7 +28,7 @@ pub async fn handle(
         turn.wait().await;
         let p = session.principal();
         // Rate limit first: it counts every event that reaches it, whatever its shape.
-        if !app.rate_limiter.allow(&p.user_id).await {
+        if !app.rate_limits.allow(&p.user_id).await {
             crate::metrics::rate_limited();
             turn.pass();
             return reply::fail(&s, ack, &DomainError::RateLimited);
@@ -153,15 +152,7 @@ async fn typing(
 ) -> Result<Value, DomainError> {
     let o = object(body, "{ roomId }")?;
     let key = joined_room(session, p, &o)?;
-    let data = json!({ "userId": p.user_id, "roomId": key.room, "typing": typing });
-    app.bus
-        .publish(BusMessage::Deliver(Delivery {
-            target: Target::Room { key },
-            event: "user_typing".into(),
-            data,
-        }))
-        .await
-        .map_err(|_| DomainError::Busy)?;
+    app.chat.typing(key, &p.user_id, typing).await?;
     Ok(json!({}))
 }
 

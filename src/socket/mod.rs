@@ -7,6 +7,7 @@ pub mod deadlines;
 #[cfg(test)]
 mod decoder_props;
 pub mod guard;
+pub mod interest;
 pub mod messages;
 pub mod presence;
 pub mod reaper;
@@ -21,8 +22,8 @@ use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::{ParserConfig, SocketIo, TransportType};
 
-use crate::app::AppState;
 use crate::settings::Settings;
+use crate::state::AppState;
 
 /// The only namespace served.
 pub const NAMESPACE: &str = "/ws";

@@ -8,12 +8,12 @@ use serde_json::{Map, Value, json};
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use tracing::Instrument;
 
-use crate::app::AppState;
 use crate::domain::error::DomainError;
 use crate::domain::ids::{UserId, presence_adapter_room};
 use crate::domain::presence_directory::UserPresence;
 use crate::socket::reply;
 use crate::socket::session::{Session, Turn};
+use crate::state::AppState;
 
 pub async fn watch(
     s: SocketRef,

@@ -9,10 +9,10 @@ use socketioxide::SocketIo;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::operators::BroadcastOperators;
 
-use crate::app::AppState;
 use crate::domain::ids::UserId;
 use crate::socket::NAMESPACE;
 use crate::socket::deadlines::parse_sid;
+use crate::state::AppState;
 
 /// Entries younger than this may belong to a CONNECT still in its middleware (registered, not
 /// yet in the namespace: a window of microseconds, without an await).
@@ -34,9 +34,9 @@ pub fn spawn(io: SocketIo, app: AppState) -> tokio::task::JoinHandle<()> {
 /// Removes the registry entries (of `only`, or all) whose socket is not in the namespace.
 pub async fn reap(ns: &BroadcastOperators<LocalAdapter>, app: &AppState, only: Option<&UserId>) {
     let alive = |sid: &str| parse_sid(sid).is_some_and(|sid| ns.get_socket(sid).is_some());
-    let reaped = app.registry.reap(only, GRACE, &alive).await;
+    let reaped = app.connections.reap(only, GRACE, &alive).await;
     // Never in presence: a connection is counted there only once `connected` was sent.
-    for (conn, _) in &reaped {
+    for conn in &reaped {
         tracing::info!(sid = %conn.socket_id, user = %conn.user, "reaped a connection that closed while connecting");
     }
 }

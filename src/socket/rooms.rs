@@ -8,13 +8,14 @@ use tracing::Instrument;
 
 use tokio::sync::oneshot;
 
-use crate::app::AppState;
-use crate::domain::bus::{FanoutCmd, JoinRoom, Joined, Release, ReleaseJoin, Released};
+use crate::domain::bus::Topic;
 use crate::domain::error::DomainError;
 use crate::domain::ids::RoomKey;
 use crate::domain::rooms::{JoinDecision, RoomPolicy};
-use crate::socket::reply;
+use crate::fanout::{FanoutCmd, JoinRoom, Joined, Release, ReleaseJoin, Released};
 use crate::socket::session::{Session, Turn};
+use crate::socket::{interest, reply};
+use crate::state::AppState;
 
 pub async fn join(
     s: SocketRef,
@@ -86,22 +87,52 @@ async fn do_join(
     if !s.connected() {
         return Err(DomainError::Busy);
     }
+    // The node subscribes to the room (confirmed) before the join is applied and before any
+    // replay read starts: every message any node writes from here on reaches this node.
+    let interest = interest::of(s);
+    let topic = Topic::Room(key.clone());
+    if let Some(i) = &interest {
+        i.enter(topic.clone()).await;
+    }
+    let joined = join_as_asked(s, app, session, &p, &key, &room_id, since).await;
+    // However the join ended (refused, revoked meanwhile, socket gone), the interest follows
+    // the membership.
+    if let Some(i) = &interest {
+        if session.is_in(&key) {
+            // A no-op unless a revoke took the interest while the join was being applied.
+            i.enter(topic).await;
+        } else {
+            i.leave(&topic);
+        }
+    }
+    joined.map(|()| room_id)
+}
+
+async fn join_as_asked(
+    s: &SocketRef,
+    app: &AppState,
+    session: &Session,
+    p: &crate::domain::auth::Principal,
+    key: &RoomKey,
+    room_id: &str,
+    since: Option<i64>,
+) -> Result<(), DomainError> {
     match since {
         None => {
             // `joined_room` first: every live message after it is one the client expects.
             reply::emit(s, "joined_room", &json!({ "roomId": room_id }));
-            match fanout(app, FanoutCmd::Join, s, &key, 0).await? {
+            match fanout(app, FanoutCmd::Join, s, key, 0).await? {
                 Joined::Yes { .. } => {}
                 Joined::SocketGone => return Err(DomainError::Busy),
             }
-            if !app.rooms.may_stay(&p, &key).await? {
-                leave_room(s, session, &key);
+            if !app.rooms.may_stay(p, key).await? {
+                leave_room(s, session, key);
                 return Err(DomainError::AccessDenied);
             }
+            Ok(())
         }
-        Some(since) => join_with_replay(s, app, session, &key, since).await?,
+        Some(since) => join_with_replay(s, app, session, key, since).await,
     }
-    Ok(room_id)
 }
 
 /// Sends a join command to the fan-out and waits for its answer.
@@ -281,6 +312,9 @@ pub fn leave_room(s: &SocketRef, session: &Session, key: &RoomKey) {
     s.leave(key.adapter_room());
     if session.remove_room(key) {
         crate::metrics::room_left(key);
+    }
+    if let Some(interest) = interest::of(s) {
+        interest.leave(&Topic::Room(key.clone()));
     }
     reply::emit(s, "left_room", &json!({ "roomId": key.room }));
 }

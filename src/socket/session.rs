@@ -12,12 +12,13 @@ use socketioxide::handler::FromMessageParts;
 use socketioxide::socket::Socket;
 use tokio::sync::oneshot;
 
-use crate::app::AppState;
 use crate::domain::auth::Principal;
+use crate::domain::connections::ConnectionInfo;
 use crate::domain::error::DomainError;
 use crate::domain::ids::{RoomKey, UserId};
-use crate::domain::presence::{ConnectionInfo, Seat};
+use crate::domain::presence::Seat;
 use crate::socket::reply;
+use crate::state::AppState;
 
 /// What a socket has of a room it joined: every message with `seq` greater than this was (or
 /// is being) delivered to it. `None`: nothing was delivered to it live yet (the fan-out had not
@@ -203,6 +204,20 @@ impl Session {
     pub fn set_has_after(&self, key: &RoomKey, has: HasAfter) {
         if let Some(h) = self.joined().rooms.get_mut(key) {
             *h = has;
+        }
+    }
+
+    /// Makes every room's `has_after` unknown again (deliveries may have been lost).
+    pub fn forget_has_after(&self) {
+        for h in self.joined().rooms.values_mut() {
+            *h = None;
+        }
+    }
+
+    /// Deliveries up to `has` were missed live: the socket has at most what comes after it.
+    pub fn raise_has_after(&self, key: &RoomKey, has: i64) {
+        if let Some(h) = self.joined().rooms.get_mut(key) {
+            *h = Some(h.map_or(has, |x| x.max(has)));
         }
     }
 

@@ -6,12 +6,12 @@ use serde_json::{Value, json};
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use tracing::Instrument;
 
-use crate::app::AppState;
 use crate::domain::auth::AuthError;
 use crate::domain::error::DomainError;
 use crate::socket::reply;
 use crate::socket::rooms::leave_room;
 use crate::socket::session::{Session, Turn};
+use crate::state::AppState;
 
 pub async fn refresh(
     s: SocketRef,

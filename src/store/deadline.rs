@@ -34,12 +34,26 @@ impl TimedStore {
             .await
             .map_err(|_| StoreError::Timeout(self.timeout))?
     }
+
+    /// `timed`, with the call's latency (timeouts included) in `aegisx_storage_latency_seconds`:
+    /// for the calls on the chat path, whose latency users feel.
+    async fn measured<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = std::time::Instant::now();
+        let res = self.timed(call).await;
+        crate::metrics::storage_latency(op, started.elapsed(), res.is_ok());
+        res
+    }
 }
 
 #[async_trait]
 impl Store for TimedStore {
     async fn append_messages(&self, batch: &[NewMessage]) -> Result<Vec<ChatMessage>, StoreError> {
-        self.timed(self.inner.append_messages(batch)).await
+        self.measured("append_messages", self.inner.append_messages(batch))
+            .await
     }
 
     async fn messages_after(
@@ -48,8 +62,11 @@ impl Store for TimedStore {
         after: i64,
         limit: u32,
     ) -> Result<Vec<ChatMessage>, StoreError> {
-        self.timed(self.inner.messages_after(key, after, limit))
-            .await
+        self.measured(
+            "messages_after",
+            self.inner.messages_after(key, after, limit),
+        )
+        .await
     }
 
     async fn messages_before(

@@ -15,6 +15,23 @@ pub use deadline::TimedStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
+/// The driver's errors, sorted into the kinds the domain acts on (a refusal is retried message
+/// by message; anything else fails the batch).
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Database(_) => Self::Refused(Box::new(e)),
+            e => Self::Failed(Box::new(e)),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Self::Migrate(Box::new(e))
+    }
+}
+
 /// Opens the store `url` names, creating the schema on first start. Every call on the returned
 /// store fails with `StoreError::Timeout` after `timeout` (`STORE_TIMEOUT_MS`).
 pub async fn connect(url: &str, timeout: Duration) -> Result<Arc<dyn Store>, StoreError> {

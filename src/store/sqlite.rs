@@ -29,7 +29,7 @@ impl SqliteStore {
         if let Some(dir) = opts.get_filename().parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(e.into()))?;
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Failed(Box::new(e)))?;
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(4)

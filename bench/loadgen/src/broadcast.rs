@@ -57,6 +57,11 @@ pub struct FanoutArgs {
     /// Subscribers in the room (the publisher is one more member, not counted).
     #[arg(long, short = 'n', default_value_t = 1000)]
     pub subscribers: usize,
+    /// Further nodes of a cluster (comma list of 127.0.0.x:port): the subscribers are spread
+    /// round-robin over `--addr` and these, the publisher stays on `--addr`, and latency is
+    /// also reported apart for receivers on the publisher's node and on the others.
+    #[arg(long, value_delimiter = ',')]
+    pub node_addrs: Vec<std::net::SocketAddr>,
     #[command(flatten)]
     pub steps: Steps,
 }
@@ -78,6 +83,8 @@ pub struct RoomsArgs {
 /// One client's part.
 struct Role {
     room: Rc<str>,
+    /// Index of the node it connects to (0: `--addr`).
+    node: usize,
     sends: bool,
     /// Counts and times the `chat_message`s it receives.
     records: bool,
@@ -102,6 +109,9 @@ enum Phase {
 #[derive(Default)]
 struct StepStats {
     hist: Hist,
+    /// Receivers on the sender's node, and on other nodes (cluster runs).
+    same_node: Hist,
+    cross_node: Hist,
     sent: u64,
     expected: u64,
     received: u64,
@@ -137,9 +147,11 @@ pub async fn run_fanout(a: FanoutArgs) -> anyhow::Result<Outcome> {
     let prefix = a.common.prefix();
     let room: Rc<str> = format!("{prefix}-fanout").into();
     let n = a.subscribers as u64;
+    let nodes = 1 + a.node_addrs.len();
     let mut roles: Vec<Role> = (0..a.subscribers)
-        .map(|_| Role {
+        .map(|i| Role {
             room: room.clone(),
+            node: i % nodes,
             sends: false,
             records: true,
             fan: n,
@@ -148,13 +160,19 @@ pub async fn run_fanout(a: FanoutArgs) -> anyhow::Result<Outcome> {
         .collect();
     roles.push(Role {
         room,
+        node: 0,
         sends: true,
         records: false,
         fan: n,
         phase: 0.0,
     });
-    let params = json!({ "subscribers": a.subscribers, "publishers": 1 });
-    run(&a.common, &a.steps, roles, &prefix, params).await
+    let params = json!({
+        "subscribers": a.subscribers,
+        "publishers": 1,
+        "nodes": nodes,
+        "node_addrs": a.node_addrs.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
+    });
+    run(&a.common, &a.node_addrs, &a.steps, roles, &prefix, params).await
 }
 
 pub async fn run_rooms(a: RoomsArgs) -> anyhow::Result<Outcome> {
@@ -174,6 +192,7 @@ pub async fn run_rooms(a: RoomsArgs) -> anyhow::Result<Outcome> {
             let members = a.room_size.min(a.clients - r * a.room_size) as u64;
             Role {
                 room: names[r].clone(),
+                node: 0,
                 sends: true,
                 records: true,
                 fan: members,
@@ -183,11 +202,12 @@ pub async fn run_rooms(a: RoomsArgs) -> anyhow::Result<Outcome> {
         })
         .collect();
     let params = json!({ "clients": a.clients, "room_size": a.room_size, "rooms": rooms });
-    run(&a.common, &a.steps, roles, &prefix, params).await
+    run(&a.common, &[], &a.steps, roles, &prefix, params).await
 }
 
 async fn run(
     c: &Common,
+    node_addrs: &[std::net::SocketAddr],
     steps: &Steps,
     roles: Vec<Role>,
     prefix: &str,
@@ -198,9 +218,21 @@ async fn run(
     let total = roles.len();
     say!("opening {total} connections to {}", c.addr);
     let tokens: Vec<String> = (0..total).map(|i| c.token(&minter, prefix, i)).collect();
-    let opened = sio::open_many(&t, total, c.connect_rate, c.connect_inflight, |i| {
-        tokens[i].clone()
-    })
+    let mut targets = vec![t.clone()];
+    targets.extend(
+        node_addrs
+            .iter()
+            .map(|&addr| sio::Target { addr, ..t.clone() }),
+    );
+    let node_of: Vec<usize> = roles.iter().map(|r| r.node).collect();
+    let opened = sio::open_spread(
+        &targets,
+        |i| node_of[i],
+        total,
+        c.connect_rate,
+        c.connect_inflight,
+        |i| tokens[i].clone(),
+    )
     .await;
     say!(
         "{} open, {} failed, {:.0}/s",
@@ -344,6 +376,8 @@ async fn run(
             "errors": errors,
             "disconnects": disconnects,
             "latency_ms": s.hist.summary_ms(),
+            "latency_same_node_ms": s.same_node.summary_ms(),
+            "latency_cross_node_ms": (!node_addrs.is_empty()).then(|| s.cross_node.summary_ms()),
             "sustained": sustained,
             "loadgen_cpu_pct": cpu_me,
             // The load generator's own core was (nearly) full: the figure is a lower bound.
@@ -557,7 +591,14 @@ async fn on_frame(
                                 if k == sh.step.get() {
                                     let mut st = sh.stats.borrow_mut();
                                     st.received += 1;
-                                    st.hist.record_us(now.saturating_sub(t));
+                                    let us = now.saturating_sub(t);
+                                    st.hist.record_us(us);
+                                    // Only the fan-out's publisher sends from a fixed node (0).
+                                    if role.node == 0 {
+                                        st.same_node.record_us(us);
+                                    } else {
+                                        st.cross_node.record_us(us);
+                                    }
                                 } else {
                                     sh.late.set(sh.late.get() + 1);
                                 }

@@ -216,6 +216,18 @@ pub async fn open_many(
     inflight: usize,
     token: impl Fn(usize) -> String,
 ) -> Opened {
+    open_spread(std::slice::from_ref(t), |_| 0, n, rate, inflight, token).await
+}
+
+/// `open_many` over several gateway nodes: connection `i` goes to `targets[node_of(i)]`.
+pub async fn open_spread(
+    targets: &[Target],
+    node_of: impl Fn(usize) -> usize,
+    n: usize,
+    rate: f64,
+    inflight: usize,
+    token: impl Fn(usize) -> String,
+) -> Opened {
     let slots: Rc<RefCell<Vec<Option<Ws>>>> = Rc::new(RefCell::new((0..n).map(|_| None).collect()));
     let errors: Rc<RefCell<(usize, Option<String>)>> = Rc::new(RefCell::new((0, None)));
     let lat = Rc::new(RefCell::new(crate::stats::Hist::new()));
@@ -229,7 +241,7 @@ pub async fn open_many(
             tokio::time::sleep_until(due.into()).await;
         }
         let permit = sem.clone().acquire_owned().await.expect("semaphore closed");
-        let (t, tok) = (t.clone(), token(i));
+        let (t, tok) = (targets[node_of(i) % targets.len()].clone(), token(i));
         let (slots, errors, lat, last_ok) =
             (slots.clone(), errors.clone(), lat.clone(), last_ok.clone());
         handles.push(tokio::task::spawn_local(async move {

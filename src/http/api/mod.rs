@@ -22,9 +22,9 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
 use crate::domain::error::DomainError;
 use crate::domain::ids::{RoomId, TenantId, UserId};
+use crate::state::AppState;
 
 pub use error::{ApiError, ApiJson, ApiQuery};
 

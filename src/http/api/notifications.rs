@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiJson, ApiQuery, parse_limit, parse_tenant, parse_user};
-use crate::app::AppState;
 use crate::domain::events::Notification;
+use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

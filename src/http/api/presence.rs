@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiQuery, parse_tenant, parse_user};
-use crate::app::AppState;
 use crate::domain::presence_directory::UserPresence;
+use crate::state::AppState;
 
 /// Most user ids one request may name, and most online users one answer lists.
 const MAX_USERS: usize = 1000;

@@ -7,10 +7,10 @@ use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use super::{ApiError, ApiJson, parse_room, parse_tenant, parse_user};
-use crate::app::AppState;
 use crate::domain::events::Target;
 use crate::domain::ids::{MAX_ID_LEN, RoomKey};
 use crate::domain::publish::RESERVED_EVENTS;
+use crate::state::AppState;
 
 /// A room id that is not a reserved `user:`/`tenant:` room, as the schema states it.
 pub(super) const OPEN_ROOM_PATTERN: &str = "^(?!user:|tenant:)[A-Za-z0-9_.:-]{1,128}$";

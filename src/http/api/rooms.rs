@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiJson, ApiQuery, parse_limit, parse_room, parse_tenant, parse_user};
-use crate::app::AppState;
 use crate::domain::events::ChatMessage;
 use crate::domain::ids::RoomKey;
+use crate::state::AppState;
 
 fn room_key(room: &str, tenant: Option<&str>) -> Result<RoomKey, ApiError> {
     let room = parse_room(room)?;

@@ -3,6 +3,8 @@
 //! joins, in that same order, so a socket's live messages start at an exact point; and it holds
 //! a joining socket's room deliveries while its replay is read elsewhere (`FanoutCmd::Hold`).
 
+pub mod cmd;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -13,13 +15,16 @@ use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 use socketioxide::{BroadcastError, SendError, SocketError, SocketIo};
 
-use crate::domain::bus::{FanoutCmd, FanoutReceiver, JoinRoom, Joined, Release, Released};
 use crate::domain::events::{BusMessage, Delivery, Target};
 use crate::domain::ids::{RoomKey, presence_adapter_room, tenant_adapter_room, user_adapter_room};
 use crate::socket::deadlines::parse_sid;
 use crate::socket::rooms::leave_room;
 use crate::socket::session::{Added, Session};
 use crate::socket::{NAMESPACE, reply};
+pub use cmd::{
+    FanoutCmd, FanoutReceiver, FanoutSender, JoinRoom, Joined, Release, ReleaseJoin, Released,
+    fanout_queue,
+};
 
 /// Rooms whose last delivered `seq` is remembered; past it the memory starts over (members keep
 /// what they have, see `track`).
@@ -97,7 +102,7 @@ impl Fanout {
                     FanoutCmd::Release(r) => {
                         let _ = r.done.send(Released::SocketGone);
                     }
-                    FanoutCmd::Bus(_) => {}
+                    FanoutCmd::Bus(_) | FanoutCmd::Gap => {}
                 }
                 continue;
             };
@@ -144,6 +149,7 @@ impl Fanout {
                     let res = self.release(&ns, &r);
                     let _ = r.done.send(res);
                 }
+                FanoutCmd::Gap => self.forget(&ns),
             }
         }
     }
@@ -260,9 +266,22 @@ impl Fanout {
     /// Remembers the room's last delivered `seq`. At the first delivery since the room was
     /// (re)tracked, the members that joined while it was untracked have had nothing live yet:
     /// from here on they have every message after `seq - 1`.
+    ///
+    /// A `seq` past the next one means this node did not see the ones between: lost on the
+    /// way from another node, or still on their way from another writer. Either way the
+    /// members do not have them live, so what they are known to have moves up to `seq - 1`,
+    /// and a rejoin replays the missing ones.
     fn track(&mut self, ns: &BroadcastOperators<LocalAdapter>, key: &RoomKey, seq: i64) {
         if let Some(last) = self.last.get_mut(key) {
+            let jumped = seq > *last + 1;
             *last = (*last).max(seq);
+            if jumped {
+                for s in ns.clone().to(key.adapter_room()).sockets() {
+                    if let Some(session) = s.extensions.get::<Arc<Session>>() {
+                        session.raise_has_after(key, seq - 1);
+                    }
+                }
+            }
             return;
         }
         if self.last.len() >= MAX_TRACKED_ROOMS {
@@ -276,6 +295,20 @@ impl Fanout {
             }
         }
         self.last.insert(key.clone(), seq);
+    }
+
+    /// After deliveries may have been lost: nothing is known any more to have been delivered
+    /// up to some `seq`, so no replay is answered from memory or shortened by `HasAfter` until
+    /// the rooms are tracked again (at their next delivery, as after a start).
+    fn forget(&mut self, ns: &BroadcastOperators<LocalAdapter>) {
+        self.last.clear();
+        self.recent.clear();
+        self.recent_total = 0;
+        for s in ns.clone().sockets() {
+            if let Some(session) = s.extensions.get::<Arc<Session>>() {
+                session.forget_has_after();
+            }
+        }
     }
 
     /// Joins now: the socket gets every room delivery after this point.
@@ -360,9 +393,9 @@ impl Fanout {
         for h in &hold.held {
             if let Some(seq) = h.seq {
                 first_held.get_or_insert(seq);
-                if seq <= j.skip_upto {
-                    continue; // replayed already
-                }
+            }
+            if !cmd::passes_mark(h.seq, j.skip_upto) {
+                continue; // replayed already
             }
             reply::emit(&s, &h.event, &h.data);
         }

@@ -24,7 +24,9 @@ test('the bell counts unread notifications (stored and live), lists them, and dr
   );
   // Accessible names by label: getByRole's accessibility-tree walk is slow in jsdom.
   const bell = await screen.findByLabelText('Notifications (1 unread)');
-  await waitFor(() => expect(findClient(`${gw.url}/ws`, user)?.getSnapshot().connected).toBe(true));
+  // Until the server's `connected` event (connectionId), not the CONNECT ack: the socket joins its
+  // user room only once `connected` is sent, so a notification created before may miss it live.
+  await waitFor(() => expect(findClient(`${gw.url}/ws`, user)?.getSnapshot().connectionId).toBeTruthy());
   await create('live');
   await screen.findByLabelText('Notifications (2 unread)');
   const ui = userEvent.setup();

@@ -76,6 +76,11 @@ struct Hold {
     overflowed: bool,
     /// `last` of the room when the hold began.
     last_at_hold: Option<i64>,
+    /// Released, but the replay went past what this fan-out has delivered of the room (the
+    /// store read saw commits still on their way here): the socket is not in the room yet;
+    /// chat messages up to this `seq` are dropped for it (replayed already), other room events
+    /// go to it directly, and the first chat message past it puts it in the room.
+    catch_up: Option<i64>,
 }
 
 struct Held {
@@ -166,7 +171,11 @@ impl Fanout {
                 self.track(ns, key, seq);
             }
             if let Some(holds) = self.holds.get_mut(key) {
-                for h in holds.iter_mut().filter(|h| !h.overflowed) {
+                holds.retain(|h| catch_up(ns, key, h, &d, seq));
+                for h in holds
+                    .iter_mut()
+                    .filter(|h| !h.overflowed && h.catch_up.is_none())
+                {
                     if h.held.len() >= self.limits.hold_cap {
                         h.overflowed = true;
                         h.held = Vec::new();
@@ -353,6 +362,7 @@ impl Fanout {
             held: Vec::new(),
             overflowed: false,
             last_at_hold,
+            catch_up: None,
         });
         // Up to what the socket had already, or everything delivered so far.
         let recent = self.recent_replay(&j.key, j.since, had_after.or(last_at_hold));
@@ -399,7 +409,17 @@ impl Fanout {
             }
             reply::emit(&s, &h.event, &h.data);
         }
-        if !enter(&s, &r.key) {
+        let behind =
+            j.skip_upto != i64::MIN && self.last.get(&r.key).is_none_or(|last| *last < j.skip_upto);
+        if behind {
+            self.holds.entry(r.key.clone()).or_default().push(Hold {
+                sid: s.id,
+                held: Vec::new(),
+                overflowed: false,
+                last_at_hold: hold.last_at_hold,
+                catch_up: Some(j.skip_upto),
+            });
+        } else if !enter(&s, &r.key) {
             return Released::SocketGone;
         }
         let has = j
@@ -408,6 +428,43 @@ impl Fanout {
             .or(first_held.map(|f| f - 1));
         session.set_has_after(&r.key, has);
         Released::Joined
+    }
+}
+
+/// One room delivery for a released socket still catching up (`Hold::catch_up`); false when
+/// the entry is done: the socket entered the room (this delivery then reaches it through the
+/// room), left it, or is gone.
+fn catch_up(
+    ns: &BroadcastOperators<LocalAdapter>,
+    key: &RoomKey,
+    h: &Hold,
+    d: &Delivery,
+    seq: Option<i64>,
+) -> bool {
+    let Some(upto) = h.catch_up else {
+        return true;
+    };
+    let Some(s) = ns.get_socket(h.sid) else {
+        return false;
+    };
+    if !s
+        .extensions
+        .get::<Arc<Session>>()
+        .is_some_and(|session| session.is_in(key))
+    {
+        return false;
+    }
+    match seq {
+        // Replayed already.
+        Some(seq) if seq <= upto => true,
+        Some(_) => {
+            enter(&s, key);
+            false
+        }
+        None => {
+            reply::emit(&s, &d.event, &d.data);
+            true
+        }
     }
 }
 

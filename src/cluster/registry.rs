@@ -13,7 +13,7 @@
 //!   `/stats` counts;
 //! - `aegisx:purge:{nodeId}`: the survivor that claimed a dead node's purge.
 //!
-//! The braces above are placeholders: the keys carry no hash tag, they are the blueprint's.
+//! The braces above stand for the ids, not Redis hash tags: the keys are the blueprint's.
 //! Only the cap check needs atomicity, and it touches one key (the user's set).
 
 use std::collections::{BTreeMap, HashMap};

@@ -9,16 +9,13 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 
-import { io } from 'socket.io-client';
-
-import { Inbox, WAIT_MS, request, signToken, startServer, uid, withTimeout } from './helpers.mjs';
+import { request, signToken, socketClients, startServer, uid } from './helpers.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const DEPLOY_NGINX = resolve(here, '../../../deploy/nginx/aegisx-realtime.conf');
@@ -285,64 +282,9 @@ export async function freshDatabase(tag = 'cluster') {
  * clients.
  */
 export function endpoint(url) {
-  const sockets = new Set();
   const ep = {
     url,
-    client(token, opts = {}) {
-      const { namespace = '/ws', from, ...rest } = opts;
-      const agent = from ? new http.Agent({ localAddress: from, keepAlive: true }) : undefined;
-      const options = {
-        forceNew: true,
-        reconnection: false,
-        transports: ['websocket'],
-        timeout: WAIT_MS,
-        ...(token === undefined ? {} : { auth: { token } }),
-        ...(agent ? { agent, localAddress: from } : {}),
-        ...rest,
-      };
-      const socket = io(`${url}${namespace}`, { ...options, autoConnect: false });
-      socket.inbox = new Inbox(socket);
-      sockets.add(socket);
-      socket.connect();
-      return socket;
-    },
-    async connect(token, opts = {}) {
-      const socket = ep.client(token, opts);
-      const outcome = await withTimeout(
-        new Promise((resolve) => {
-          const done = () => {
-            const c = socket.inbox.events.find((e) => e.event === 'connected');
-            const err = socket.inbox.events.find((e) => e.event === 'connect_error');
-            if (c) resolve({ connected: c.data });
-            else if (err) resolve({ error: err.data });
-          };
-          socket.onAny(done);
-          socket.on('connect_error', () => queueMicrotask(done));
-        }),
-        opts.timeout ?? WAIT_MS,
-        `connected or connect_error from ${url}`,
-      );
-      if (outcome.error) {
-        sockets.delete(socket);
-        socket.close();
-        throw outcome.error;
-      }
-      socket.connectedPayload = outcome.connected;
-      return socket;
-    },
-    async refused(token, opts = {}) {
-      try {
-        const s = await ep.connect(token, opts);
-        s.close();
-      } catch (err) {
-        return err;
-      }
-      assert.fail(`the connection to ${url} was accepted, expected a connect_error`);
-    },
-    closeClients() {
-      for (const s of sockets) s.close();
-      sockets.clear();
-    },
+    ...socketClients(url),
     /** An API call with the cluster's key. */
     api(path, { method = 'GET', body, headers = {} } = {}) {
       return request(`${url}/api/v1${path}`, { method, body, headers: { authorization: `Bearer ${API_KEY}`, ...headers } });

@@ -323,6 +323,77 @@ function spawnOnce(env, args = []) {
 }
 
 /**
+ * Socket.IO clients of `url` (a node or a load balancer), each tracked so `closeClients` ends
+ * them all. `client(token, opts)` creates one to `/ws` (or `opts.namespace`) without waiting: by
+ * default the token goes in `auth`, over the websocket transport, and `socket.inbox` records
+ * every event; `opts.from` connects from that loopback address (127.0.0.0/8 is all local on
+ * Linux), so a sticky-by-address balancer sees distinct clients. `connect` resolves once the
+ * server's `connected` event arrived (`socket.connectedPayload` holds it) and rejects with the
+ * `connect_error` when refused; `refused` resolves with the refusal and fails if it connects.
+ */
+export function socketClients(url) {
+  const sockets = new Set();
+  const clients = {
+    client(token, opts = {}) {
+      const { namespace = '/ws', from, ...rest } = opts;
+      const agent = from ? new http.Agent({ localAddress: from, keepAlive: true }) : undefined;
+      const options = {
+        forceNew: true,
+        reconnection: false,
+        transports: ['websocket'],
+        timeout: WAIT_MS,
+        ...(token === undefined ? {} : { auth: { token } }),
+        ...(agent ? { agent, localAddress: from } : {}),
+        ...rest,
+      };
+      const socket = io(`${url}${namespace}`, { ...options, autoConnect: false });
+      socket.inbox = new Inbox(socket);
+      sockets.add(socket);
+      socket.connect();
+      return socket;
+    },
+    async connect(token, opts = {}) {
+      const socket = clients.client(token, opts);
+      const outcome = await withTimeout(
+        new Promise((resolve) => {
+          const done = () => {
+            const c = socket.inbox.events.find((e) => e.event === 'connected');
+            const err = socket.inbox.events.find((e) => e.event === 'connect_error');
+            if (c) resolve({ connected: c.data });
+            else if (err) resolve({ error: err.data });
+          };
+          socket.onAny(done);
+          socket.on('connect_error', () => queueMicrotask(done));
+        }),
+        opts.timeout ?? WAIT_MS,
+        `connected or connect_error from ${url}`,
+      );
+      if (outcome.error) {
+        sockets.delete(socket);
+        socket.close();
+        throw outcome.error;
+      }
+      socket.connectedPayload = outcome.connected;
+      return socket;
+    },
+    async refused(token, opts = {}) {
+      try {
+        const s = await clients.connect(token, opts);
+        s.close();
+      } catch (err) {
+        return err;
+      }
+      assert.fail(`the connection to ${url} was accepted, expected a connect_error`);
+    },
+    closeClients() {
+      for (const s of sockets) s.close();
+      sockets.clear();
+    },
+  };
+  return clients;
+}
+
+/**
  * Starts `aegisx-realtime serve` on 127.0.0.1 and a free port with a fresh SQLite database.
  * `env` overrides or adds settings (see src/settings.rs); `args` are extra `serve` flags.
  */
@@ -369,7 +440,7 @@ export async function startServer(env = {}, { args = [] } = {}) {
   }
   const { child, port } = started;
   const url = `http://127.0.0.1:${port}`;
-  const sockets = new Set();
+  const clients = socketClients(url);
   const exited = new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
 
   const server = {
@@ -386,76 +457,11 @@ export async function startServer(env = {}, { args = [] } = {}) {
       return signToken({ sub: uid('user'), ...claims }, opts);
     },
 
-    /**
-     * Creates a client to `/ws` (or `opts.namespace`) without waiting. By default the token goes
-     * in `auth`, over the websocket transport. `socket.inbox` records every event.
-     */
-    client(token, opts = {}) {
-      const { namespace = '/ws', ...rest } = opts;
-      const options = {
-        forceNew: true,
-        reconnection: false,
-        transports: ['websocket'],
-        timeout: WAIT_MS,
-        ...(token === undefined ? {} : { auth: { token } }),
-        ...rest,
-      };
-      const socket = io(`${url}${namespace}`, { ...options, autoConnect: false });
-      socket.inbox = new Inbox(socket);
-      sockets.add(socket);
-      socket.connect();
-      return socket;
-    },
-
-    /**
-     * Connects and resolves once the server's `connected` event arrived (socket.connectedPayload
-     * holds it); rejects with the `connect_error` when refused.
-     */
-    async connect(token, opts = {}) {
-      const socket = server.client(token, opts);
-      const outcome = await withTimeout(
-        new Promise((resolve) => {
-          const done = () => {
-            const c = socket.inbox.events.find((e) => e.event === 'connected');
-            const err = socket.inbox.events.find((e) => e.event === 'connect_error');
-            if (c) resolve({ connected: c.data });
-            else if (err) resolve({ error: err.data });
-          };
-          socket.onAny(done);
-          socket.on('connect_error', () => queueMicrotask(done));
-        }),
-        WAIT_MS,
-        'connected or connect_error',
-      );
-      if (outcome.error) {
-        sockets.delete(socket);
-        socket.close();
-        throw outcome.error;
-      }
-      socket.connectedPayload = outcome.connected;
-      return socket;
-    },
-
-    /** Connects and resolves with the refusal (`connect_error`); fails if it connects. */
-    async refused(token, opts = {}) {
-      try {
-        const s = await server.connect(token, opts);
-        s.close();
-      } catch (err) {
-        return err;
-      }
-      assert.fail('the connection was accepted, expected a connect_error');
-    },
-
-    /** Closes every client this server handed out. */
-    closeClients() {
-      for (const s of sockets) s.close();
-      sockets.clear();
-    },
+    ...clients,
 
     /** SIGTERM and wait for exit (SIGKILL after 10 s). Removes the temp database. */
     async stop({ keepData = false } = {}) {
-      server.closeClients();
+      clients.closeClients();
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
         const timer = setTimeout(() => child.kill('SIGKILL'), 10000);

@@ -14,16 +14,16 @@ use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use crate::http::client_ip::Peer;
 
 /// The headers the Socket.IO transports and our connect middleware read; the rest (cookies,
-/// `accept-*`, `user-agent`: often kilobytes from a browser) would only sit in memory.
-const KEPT: [HeaderName; 13] = [
-    header::HOST,
+/// `accept-*`, `user-agent`: often kilobytes from a browser; `host` and `origin`, which the
+/// layers outside this one have checked) would only sit in memory. The websocket session drops
+/// the upgrade headers once the handshake is done (vendored engineioxide, `session_head`).
+const KEPT: [HeaderName; 11] = [
     header::CONNECTION,
     header::UPGRADE,
     header::SEC_WEBSOCKET_KEY,
     header::SEC_WEBSOCKET_VERSION,
     header::SEC_WEBSOCKET_EXTENSIONS,
     header::SEC_WEBSOCKET_PROTOCOL,
-    header::ORIGIN,
     header::AUTHORIZATION,
     header::CONTENT_TYPE,
     header::CONTENT_LENGTH,

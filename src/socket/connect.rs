@@ -1,11 +1,11 @@
 //! Connecting and disconnecting: authentication and the connection cap (as connect middleware,
 //! so a refused socket never joins the namespace), then `connected`, rooms and presence.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde_json::{Value, json};
 use socketioxide::extract::{Extension, SocketRef, State, TryData};
-use socketioxide::socket::DisconnectReason;
+use socketioxide::socket::{DisconnectReason, SharedHandlers};
 use socketioxide::{SendError, SocketError};
 
 use crate::domain::auth::AuthError;
@@ -59,6 +59,22 @@ pub fn extract_token(parts: &http::request::Parts, auth: Option<&Value>) -> Opti
         .filter(|t| !t.is_empty())
         .map(str::to_owned)
 }
+
+/// The client events, one table for every socket (a map per socket would be a few hundred bytes
+/// each, all alike).
+static HANDLERS: LazyLock<Arc<SharedHandlers>> = LazyLock::new(|| {
+    Arc::new(
+        SharedHandlers::default()
+            .on("join_room", rooms::join)
+            .on("leave_room", rooms::leave)
+            .on("message", messages::handle)
+            .on("refresh_token", token::refresh)
+            .on("watch_presence", presence::watch)
+            .on("unwatch_presence", presence::unwatch)
+            .on("list_online", presence::list_online)
+            .on_fallback(messages::unknown_event),
+    )
+});
 
 /// Connect middleware: verify the token, enforce the per-user cap, attach the session.
 pub async fn authenticate(
@@ -115,14 +131,7 @@ pub async fn authenticate(
     // Here, not in `on_connect`: socketioxide sends the CONNECT ack and then *spawns* the
     // connect handler, so a client answering the ack at once could find no handler yet and its
     // event would be dropped without a word. The middleware runs before the ack.
-    s.on("join_room", rooms::join);
-    s.on("leave_room", rooms::leave);
-    s.on("message", messages::handle);
-    s.on("refresh_token", token::refresh);
-    s.on("watch_presence", presence::watch);
-    s.on("unwatch_presence", presence::unwatch);
-    s.on("list_online", presence::list_online);
-    s.on_fallback(messages::unknown_event);
+    s.use_shared_handlers(HANDLERS.clone());
     Ok(())
 }
 

@@ -29,7 +29,7 @@ use crate::state::AppState;
 pub const NAMESPACE: &str = "/ws";
 
 /// Bytes of the per-websocket read buffer (the library's default is 4 KiB).
-const WS_READ_BUFFER: usize = 1024;
+const WS_READ_BUFFER: usize = 256;
 
 /// Builds the Socket.IO layer with the gateway's limits in place of the library's defaults.
 pub fn build(settings: &Settings, state: AppState) -> (SocketIoLayer, SocketIo) {
@@ -47,8 +47,8 @@ pub fn build(settings: &Settings, state: AppState) -> (SocketIoLayer, SocketIo) 
         .ws_max_message_size(settings.max_payload_bytes)
         .ws_max_frame_size(settings.max_payload_bytes)
         .max_buffer_size(settings.socket_buffer_packets)
-        // Every websocket holds this read buffer while idle; our packets are small, and a
-        // larger one is read in several steps.
+        // Every websocket holds this read buffer while idle, grown to the largest frame it
+        // read (tungstenite keeps the capacity): usually the CONNECT with its token, ~0.5 KiB.
         .ws_read_buffer_size(WS_READ_BUFFER)
         .with_state(state)
         .build_layer();

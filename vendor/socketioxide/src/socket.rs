@@ -281,6 +281,47 @@ impl From<BroadcastError> for RemoteActionError {
 /// The minimal number of pending acks before looking for the abandoned ones.
 const ACK_SWEEP_MIN: usize = 64;
 
+/// AegisX patch: message handlers built once and shared by many sockets
+/// ([`Socket::use_shared_handlers`]). A socket's own handler map (`Socket::on`) is an allocation
+/// per socket, a few hundred bytes for the handful of events a server registers, held for the
+/// socket's life although every socket registers the same functions.
+pub struct SharedHandlers<A: Adapter = LocalAdapter> {
+    messages: HashMap<Cow<'static, str>, BoxedMessageHandler<A>>,
+    fallback: Option<BoxedMessageHandler<A>>,
+}
+
+impl<A: Adapter> Default for SharedHandlers<A> {
+    fn default() -> Self {
+        Self {
+            messages: HashMap::new(),
+            fallback: None,
+        }
+    }
+}
+
+impl<A: Adapter> SharedHandlers<A> {
+    /// Adds the handler of an event, as [`Socket::on`] does.
+    pub fn on<H, T>(mut self, event: impl Into<Cow<'static, str>>, handler: H) -> Self
+    where
+        H: MessageHandler<A, T>,
+        T: Send + Sync + 'static,
+    {
+        self.messages
+            .insert(event.into(), MakeErasedHandler::new_message_boxed(handler));
+        self
+    }
+
+    /// Sets the handler of events without one, as [`Socket::on_fallback`] does.
+    pub fn on_fallback<H, T>(mut self, handler: H) -> Self
+    where
+        H: MessageHandler<A, T>,
+        T: Send + Sync + 'static,
+    {
+        self.fallback = Some(MakeErasedHandler::new_message_boxed(handler));
+        self
+    }
+}
+
 /// A Socket represents a client connected to a namespace.
 /// It is used to send and receive messages from the client, join and leave rooms, etc.
 /// The socket struct itself should not be used directly, but through a [`SocketRef`](crate::extract::SocketRef).
@@ -288,6 +329,8 @@ pub struct Socket<A: Adapter = LocalAdapter> {
     pub(crate) ns: Arc<Namespace<A>>,
     message_handlers: RwLock<HashMap<Cow<'static, str>, BoxedMessageHandler<A>>>,
     fallback_message_handler: RwLock<Option<BoxedMessageHandler<A>>>,
+    /// AegisX patch: handlers shared by every socket of a namespace (see [`SharedHandlers`]).
+    shared_handlers: std::sync::OnceLock<Arc<SharedHandlers<A>>>,
     disconnect_handler: Mutex<Option<BoxedDisconnectHandler<A>>>,
     ack_message: Mutex<HashMap<i64, oneshot::Sender<AckResult<Value>>>>,
     /// The number of entries in `ack_message` at which its abandoned entries are removed.
@@ -319,6 +362,7 @@ impl<A: Adapter> Socket<A> {
             ns,
             message_handlers: RwLock::new(HashMap::new()),
             fallback_message_handler: RwLock::new(None),
+            shared_handlers: std::sync::OnceLock::new(),
             disconnect_handler: Mutex::new(None),
             ack_message: Mutex::new(HashMap::new()),
             ack_sweep_at: AtomicUsize::new(ACK_SWEEP_MIN),
@@ -409,6 +453,14 @@ impl<A: Adapter> Socket<A> {
             .write()
             .unwrap()
             .insert(event.into(), MakeErasedHandler::new_message_boxed(handler));
+    }
+
+    /// AegisX patch: gives this socket a table of message handlers built once and shared by
+    /// every socket that uses it, instead of a map of its own per socket. Handlers registered
+    /// with [`Socket::on`] and [`Socket::on_fallback`] still come first. Only the first table
+    /// given is kept.
+    pub fn use_shared_handlers(&self, handlers: Arc<SharedHandlers<A>>) {
+        let _ = self.shared_handlers.set(handlers);
     }
 
     /// # Registers a fallback [`MessageHandler`] when no other handler is found. You can see this as a 404 handler.
@@ -838,7 +890,16 @@ impl<A: Adapter> Socket<A> {
         tracing::debug!(?event, "reading");
         if let Some(handler) = self.message_handlers.read().unwrap().get(event) {
             handler.call(self.clone(), data, ack);
+        } else if let Some(handler) = self
+            .shared_handlers
+            .get()
+            .and_then(|h| h.messages.get(event))
+        {
+            handler.call(self.clone(), data, ack);
         } else if let Some(fallback) = self.fallback_message_handler.read().unwrap().as_ref() {
+            fallback.call(self.clone(), data, ack);
+        } else if let Some(fallback) = self.shared_handlers.get().and_then(|h| h.fallback.as_ref())
+        {
             fallback.call(self.clone(), data, ack);
         }
         Ok(())

@@ -5,8 +5,9 @@
 
 pub mod cmd;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use socketioxide::adapter::LocalAdapter;
@@ -53,6 +54,7 @@ pub fn spawn(
         holds: HashMap::new(),
         recent: HashMap::new(),
         recent_total: 0,
+        ahead: HashMap::new(),
         limits,
     };
     tokio::spawn(fanout.run(io, rx))
@@ -67,8 +69,26 @@ struct Fanout {
     /// with a recent `since` (a reconnect storm) are answered from here, not by the store.
     recent: HashMap<RoomKey, VecDeque<(i64, Value)>>,
     recent_total: usize,
+    /// Chat messages that came ahead of a missing `seq` of their room (written on another
+    /// node, whose message is still in transit), waiting for it.
+    ahead: HashMap<RoomKey, Ahead>,
     limits: FanoutLimits,
 }
+
+/// A room's messages waiting for the `seq` before them, until `until` at the latest.
+struct Ahead {
+    until: Instant,
+    msgs: BTreeMap<i64, Delivery>,
+}
+
+/// How long a room's chat message waits for a missing earlier `seq`. Two nodes writing one room
+/// publish in commit order each, but their messages cross the bus independently: without the
+/// wait, a socket could see `seq` 3 (written here) before 2 (written there, still in transit).
+/// A `seq` that never comes (its node's copy was dropped) costs the room this much once.
+const REORDER_WAIT: Duration = Duration::from_millis(20);
+
+/// Most messages a room may hold back while waiting; past it they go out at once.
+const AHEAD_MAX: usize = 1024;
 
 struct Hold {
     sid: Sid,
@@ -97,7 +117,30 @@ fn find(ns: &BroadcastOperators<LocalAdapter>, sid: &str) -> Option<(SocketRef, 
 
 impl Fanout {
     async fn run(mut self, io: SocketIo, mut rx: FanoutReceiver) {
-        while let Some(cmd) = rx.recv().await {
+        // A command taken from the queue while gathering a batch, to be handled next.
+        let mut next: Option<FanoutCmd> = None;
+        loop {
+            let cmd = match next.take() {
+                Some(cmd) => cmd,
+                None => {
+                    let due = self.ahead.values().map(|a| a.until).min();
+                    let wake = due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+                    tokio::select! {
+                        biased;
+                        cmd = rx.recv() => match cmd {
+                            Some(cmd) => cmd,
+                            None => break,
+                        },
+                        () = tokio::time::sleep_until(wake.into()), if due.is_some() => {
+                            match io.of(NAMESPACE) {
+                                Some(ns) => self.release_due(&ns).await,
+                                None => self.ahead.clear(),
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
             let Some(ns) = io.of(NAMESPACE) else {
                 // The server is closing: nothing local to deliver to.
                 match cmd {
@@ -112,7 +155,28 @@ impl Fanout {
                 continue;
             };
             match cmd {
-                FanoutCmd::Bus(BusMessage::Deliver(d)) => self.deliver(&ns, d).await,
+                FanoutCmd::Bus(BusMessage::Deliver(d)) if batches(&d) => {
+                    // A presence tick announces each user who came online to the whole tenant:
+                    // as many commands in a row as users, each for every socket of the tenant.
+                    // Gathered, they cost each socket one slot and one write, not one per user.
+                    let mut batch = vec![d];
+                    while batch.len() < BATCH_MAX {
+                        match rx.try_recv() {
+                            Ok(FanoutCmd::Bus(BusMessage::Deliver(d)))
+                                if d.target == batch[0].target && batches(&d) =>
+                            {
+                                batch.push(d)
+                            }
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    deliver_batch(&ns, batch);
+                }
+                FanoutCmd::Bus(BusMessage::Deliver(d)) => self.deliver_in_order(&ns, d).await,
                 FanoutCmd::Bus(BusMessage::DisconnectUser { user }) => {
                     // Not through the user's room: a socket joins it only once `connected` has
                     // been sent, and one acknowledged just before would be missed. A scan of
@@ -154,8 +218,80 @@ impl Fanout {
                     let res = self.release(&ns, &r);
                     let _ = r.done.send(res);
                 }
-                FanoutCmd::Gap => self.forget(&ns),
+                FanoutCmd::Gap => {
+                    // What waited for a message the gap may have lost goes out now.
+                    for key in self.ahead.keys().cloned().collect::<Vec<_>>() {
+                        self.release_ahead(&ns, &key, true).await;
+                    }
+                    self.forget(&ns)
+                }
             }
+        }
+    }
+
+    /// Delivers `d`, unless it is a room's chat message ahead of a `seq` still missing here
+    /// (then it waits in `ahead`, see `REORDER_WAIT`); a message that fills the gap releases
+    /// those that waited for it.
+    async fn deliver_in_order(&mut self, ns: &BroadcastOperators<LocalAdapter>, d: Delivery) {
+        let Target::Room { key } = &d.target else {
+            return self.deliver(ns, d).await;
+        };
+        let key = key.clone();
+        let seq = (d.event == "chat_message")
+            .then(|| d.data.get("seq").and_then(Value::as_i64))
+            .flatten();
+        if let (Some(seq), Some(last)) = (seq, self.last.get(&key))
+            && seq > last + 1
+        {
+            let a = self.ahead.entry(key.clone()).or_insert_with(|| Ahead {
+                until: Instant::now() + REORDER_WAIT,
+                msgs: BTreeMap::new(),
+            });
+            a.msgs.insert(seq, d);
+            if a.msgs.len() > AHEAD_MAX {
+                self.release_ahead(ns, &key, true).await;
+            }
+            return;
+        }
+        self.deliver(ns, d).await;
+        self.release_ahead(ns, &key, false).await;
+    }
+
+    /// Delivers, in `seq` order, what waits in `key` and is now next (everything when `all`).
+    async fn release_ahead(
+        &mut self,
+        ns: &BroadcastOperators<LocalAdapter>,
+        key: &RoomKey,
+        all: bool,
+    ) {
+        loop {
+            let last = self.last.get(key).copied();
+            let Some(a) = self.ahead.get_mut(key) else {
+                return;
+            };
+            let next = a.msgs.first_key_value().map(|(seq, _)| *seq);
+            let ready = next.is_some_and(|seq| all || last.is_none_or(|l| seq <= l + 1));
+            let Some(d) = ready.then(|| a.msgs.pop_first()).flatten() else {
+                if a.msgs.is_empty() {
+                    self.ahead.remove(key);
+                }
+                return;
+            };
+            self.deliver(ns, d.1).await;
+        }
+    }
+
+    /// Rooms whose wait is over: their messages go out as they are.
+    async fn release_due(&mut self, ns: &BroadcastOperators<LocalAdapter>) {
+        let now = Instant::now();
+        let due: Vec<RoomKey> = self
+            .ahead
+            .iter()
+            .filter(|(_, a)| a.until <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.release_ahead(ns, &key, true).await;
         }
     }
 
@@ -477,6 +613,46 @@ fn enter(s: &SocketRef, key: &RoomKey) -> bool {
     }
     s.leave(key.adapter_room());
     false
+}
+
+/// Most deliveries gathered into one batch (a socket's buffer holds `SOCKET_BUFFER_PACKETS`
+/// items, whatever their size).
+const BATCH_MAX: usize = 256;
+
+/// Deliveries that may be gathered: tenant-wide or to everyone, and not chat (whose `seq` the
+/// fan-out tracks one by one, see `deliver`).
+fn batches(d: &Delivery) -> bool {
+    matches!(d.target, Target::Tenant { .. } | Target::All) && d.event != "chat_message"
+}
+
+/// Delivers consecutive deliveries to one target, in order, encoded once and sent to each
+/// socket as one item of its channel.
+fn deliver_batch(ns: &BroadcastOperators<LocalAdapter>, batch: Vec<Delivery>) {
+    let ops = match &batch[0].target {
+        Target::Tenant { tenant } => ns.clone().to(tenant_adapter_room(tenant)),
+        _ => ns.clone(),
+    };
+    let sockets = ops.sockets();
+    let Some(first) = sockets.first() else {
+        return;
+    };
+    let mut encoded = Vec::with_capacity(batch.len());
+    for d in &batch {
+        match first.encode_event(&d.event, &d.data) {
+            Ok(e) => encoded.push(e),
+            Err(e) => tracing::warn!(error = %e, event = %d.event, "delivery not encoded; dropped"),
+        }
+    }
+    let full = sockets
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.emit_encoded(&encoded),
+                Err(SocketError::InternalChannelFull)
+            )
+        })
+        .count();
+    dropped(full, &batch[0].event);
 }
 
 fn dropped(full: usize, event: &str) {

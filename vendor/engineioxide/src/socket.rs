@@ -138,6 +138,14 @@ impl Permit<'_> {
         self.inner.send(Box::new(smallvec![Packet::Binary(data)]));
     }
 
+    /// AegisX patch: consume the permit and emit several messages as one item of the channel:
+    /// one slot of the socket's buffer, one allocation and one wake of its writer for all of
+    /// them, which write them in one flush, in order.
+    pub fn emit_batch(self, msgs: impl IntoIterator<Item = Str>) {
+        self.inner
+            .send(Box::new(msgs.into_iter().map(Packet::Message).collect()));
+    }
+
     /// Consume the permit and emit a message with multiple binary data to the client.
     ///
     /// It can be used to ensure atomicity when sending a string packet with adjacent binary packets.

@@ -322,6 +322,10 @@ impl<A: Adapter> SharedHandlers<A> {
     }
 }
 
+/// AegisX patch: an event packet encoded for a namespace ([`Socket::encode_event`]).
+#[derive(Debug, Clone)]
+pub struct EncodedEvent(Value);
+
 /// A Socket represents a client connected to a namespace.
 /// It is used to send and receive messages from the client, join and leave rooms, etc.
 /// The socket struct itself should not be used directly, but through a [`SocketRef`](crate::extract::SocketRef).
@@ -562,6 +566,45 @@ impl<A: Adapter> Socket<A> {
         let data = self.parser.encode_value(data, Some(event.as_ref()))?;
 
         permit.send(Packet::event(ns, data), self.parser);
+        Ok(())
+    }
+
+    /// AegisX patch: an event encoded once, to be sent to many sockets of this namespace with
+    /// [`Socket::emit_encoded`] (`emit` serializes its data again for every socket).
+    pub fn encode_event<T: ?Sized + Serialize>(
+        &self,
+        event: &str,
+        data: &T,
+    ) -> Result<EncodedEvent, SendError> {
+        let data = self.parser.encode_value(data, Some(event))?;
+        Ok(EncodedEvent(
+            self.parser
+                .encode(Packet::event(self.ns.path.clone(), data)),
+        ))
+    }
+
+    /// AegisX patch: sends events made by [`Socket::encode_event`], in order. Text events go
+    /// as one item of the socket's channel (one slot of its buffer, one wake of its writer,
+    /// one flush); a batch that carries binary attachments takes a slot per event.
+    pub fn emit_encoded(&self, events: &[EncodedEvent]) -> Result<(), SocketError> {
+        if !self.connected() {
+            return Err(SocketError::Closed);
+        }
+        let texts: Option<Vec<socketioxide_core::Str>> = events
+            .iter()
+            .map(|e| match &e.0 {
+                Value::Str(msg, None) => Some(msg.clone()),
+                _ => None,
+            })
+            .collect();
+        match texts {
+            Some(texts) => self.reserve()?.emit_batch(texts),
+            None => {
+                for e in events {
+                    self.send_raw(e.0.clone())?;
+                }
+            }
+        }
         Ok(())
     }
 

@@ -15,8 +15,9 @@
 //!   reach every other node in the order it published them. The chat writer publishes a room's
 //!   messages in commit (= `seq`) order, so every node sees one writer's room messages in
 //!   `seq` order. Messages of several nodes to one room are not ordered with each other in
-//!   transit; what a joining socket must not miss is guaranteed by the join window below, not
-//!   by transit order.
+//!   transit; the receiving fan-out puts a room's chat back in `seq` order (a message ahead of
+//!   a missing `seq` waits for it, at most `fanout::REORDER_WAIT`). What a joining socket must
+//!   not miss is guaranteed by the join window below, not by transit order.
 //! - **Echo handling.** Every message travels with the id of the node that published it; a
 //!   node drops the copies of its own messages that come back (it delivered them locally
 //!   already), so each local socket gets a message once.

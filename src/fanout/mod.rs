@@ -237,9 +237,7 @@ impl Fanout {
             return self.deliver(ns, d).await;
         };
         let key = key.clone();
-        let seq = (d.event == "chat_message")
-            .then(|| d.data.get("seq").and_then(Value::as_i64))
-            .flatten();
+        let seq = chat_seq(&d);
         if let (Some(seq), Some(last)) = (seq, self.last.get(&key))
             && seq > last + 1
         {
@@ -269,15 +267,18 @@ impl Fanout {
             let Some(a) = self.ahead.get_mut(key) else {
                 return;
             };
-            let next = a.msgs.first_key_value().map(|(seq, _)| *seq);
-            let ready = next.is_some_and(|seq| all || last.is_none_or(|l| seq <= l + 1));
-            let Some(d) = ready.then(|| a.msgs.pop_first()).flatten() else {
+            let next = a.msgs.first_entry().filter(|e| {
+                let seq = *e.key();
+                all || last.is_none_or(|l| seq <= l + 1)
+            });
+            let Some(next) = next else {
                 if a.msgs.is_empty() {
                     self.ahead.remove(key);
                 }
                 return;
             };
-            self.deliver(ns, d.1).await;
+            let d = next.remove();
+            self.deliver(ns, d).await;
         }
     }
 
@@ -299,10 +300,8 @@ impl Fanout {
         if d.event == "chat_message" {
             crate::metrics::delivery_latency(&d.data);
         }
+        let seq = chat_seq(&d);
         if let Target::Room { key } = &d.target {
-            let seq = (d.event == "chat_message")
-                .then(|| d.data.get("seq").and_then(Value::as_i64))
-                .flatten();
             if let Some(seq) = seq {
                 self.track(ns, key, seq);
             }
@@ -325,31 +324,25 @@ impl Fanout {
                 }
             }
         }
-        let ops = match &d.target {
-            Target::Room { key } => ns.clone().to(key.adapter_room()),
-            Target::User { user } => ns.clone().to(user_adapter_room(user)),
-            Target::UserInTenant { user, tenant } => {
-                // A user has a handful of connections: filter them rather than keep a room per
-                // (tenant, user).
-                let mut full = 0;
-                for s in ns.clone().to(user_adapter_room(user)).sockets() {
-                    let in_tenant = s
-                        .extensions
-                        .get::<Arc<Session>>()
-                        .is_some_and(|x| x.principal().tenant.as_ref() == Some(tenant));
-                    if in_tenant
-                        && let Err(SendError::Socket(SocketError::InternalChannelFull)) =
-                            s.emit(&d.event, &d.data)
-                    {
-                        full += 1;
-                    }
+        if let Target::UserInTenant { tenant, .. } = &d.target {
+            // A user has a handful of connections: filter them rather than keep a room per
+            // (tenant, user).
+            let mut full = 0;
+            for s in audience(ns, &d.target).sockets() {
+                let in_tenant = s
+                    .extensions
+                    .get::<Arc<Session>>()
+                    .is_some_and(|x| x.principal().tenant.as_ref() == Some(tenant));
+                if in_tenant
+                    && let Err(SendError::Socket(SocketError::InternalChannelFull)) =
+                        s.emit(&d.event, &d.data)
+                {
+                    full += 1;
                 }
-                return dropped(full, &d.event);
             }
-            Target::Tenant { tenant } => ns.clone().to(tenant_adapter_room(tenant)),
-            Target::Presence { tenant, user } => ns.clone().to(presence_adapter_room(tenant, user)),
-            Target::All => ns.clone(),
-        };
+            return dropped(full, &d.event);
+        }
+        let ops = audience(ns, &d.target);
         if let Err(BroadcastError::Socket(errs)) = ops.emit(&d.event, &d.data).await {
             let full = errs
                 .iter()
@@ -357,10 +350,7 @@ impl Fanout {
                 .count();
             dropped(full, &d.event);
         }
-        if let Target::Room { key } = d.target
-            && d.event == "chat_message"
-            && let Some(seq) = d.data.get("seq").and_then(Value::as_i64)
-        {
+        if let (Target::Room { key }, Some(seq)) = (d.target, seq) {
             self.remember(key, seq, d.data);
         }
     }
@@ -615,6 +605,30 @@ fn enter(s: &SocketRef, key: &RoomKey) -> bool {
     false
 }
 
+/// The `seq` of a chat message (other deliveries have none).
+fn chat_seq(d: &Delivery) -> Option<i64> {
+    (d.event == "chat_message")
+        .then(|| d.data.get("seq").and_then(Value::as_i64))
+        .flatten()
+}
+
+/// The sockets a delivery to `target` goes to; for `UserInTenant`, the user's sockets of every
+/// tenant, which the caller filters (see `deliver`).
+fn audience(
+    ns: &BroadcastOperators<LocalAdapter>,
+    target: &Target,
+) -> BroadcastOperators<LocalAdapter> {
+    match target {
+        Target::Room { key } => ns.clone().to(key.adapter_room()),
+        Target::User { user } | Target::UserInTenant { user, .. } => {
+            ns.clone().to(user_adapter_room(user))
+        }
+        Target::Tenant { tenant } => ns.clone().to(tenant_adapter_room(tenant)),
+        Target::Presence { tenant, user } => ns.clone().to(presence_adapter_room(tenant, user)),
+        Target::All => ns.clone(),
+    }
+}
+
 /// Most deliveries gathered into one batch (a socket's buffer holds `SOCKET_BUFFER_PACKETS`
 /// items, whatever their size).
 const BATCH_MAX: usize = 256;
@@ -628,11 +642,7 @@ fn batches(d: &Delivery) -> bool {
 /// Delivers consecutive deliveries to one target, in order, encoded once and sent to each
 /// socket as one item of its channel.
 fn deliver_batch(ns: &BroadcastOperators<LocalAdapter>, batch: Vec<Delivery>) {
-    let ops = match &batch[0].target {
-        Target::Tenant { tenant } => ns.clone().to(tenant_adapter_room(tenant)),
-        _ => ns.clone(),
-    };
-    let sockets = ops.sockets();
+    let sockets = audience(ns, &batch[0].target).sockets();
     let Some(first) = sockets.first() else {
         return;
     };

@@ -590,19 +590,16 @@ impl<A: Adapter> Socket<A> {
         if !self.connected() {
             return Err(SocketError::Closed);
         }
-        let texts: Option<Vec<socketioxide_core::Str>> = events
-            .iter()
-            .map(|e| match &e.0 {
-                Value::Str(msg, None) => Some(msg.clone()),
-                _ => None,
-            })
-            .collect();
-        match texts {
-            Some(texts) => self.reserve()?.emit_batch(texts),
-            None => {
-                for e in events {
-                    self.send_raw(e.0.clone())?;
-                }
+        let text = |e: &EncodedEvent| match &e.0 {
+            Value::Str(msg, None) => Some(msg.clone()),
+            _ => None,
+        };
+        if events.iter().all(|e| matches!(e.0, Value::Str(_, None))) {
+            // Straight into the channel item: this runs once per socket of a broadcast.
+            self.reserve()?.emit_batch(events.iter().filter_map(text));
+        } else {
+            for e in events {
+                self.send_raw(e.0.clone())?;
             }
         }
         Ok(())

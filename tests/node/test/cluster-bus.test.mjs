@@ -11,6 +11,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import net from 'node:net';
 
 import { chat, joinRoom, request, startServer, uid, withTimeout } from './helpers.mjs';
+import { freePort } from './cluster-helpers.mjs';
 
 const PG_URL = process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const API_KEY = 'cluster-bus-api-key-0123456789';
@@ -20,16 +21,6 @@ function psql(sql) {
   execFileSync('psql', [PG_URL, '-v', 'ON_ERROR_STOP=1', '-qc', sql], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 10000 });
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function missing(what, why) {
   if (process.env.CI === 'true') throw new Error(`${what} is required under CI=true: ${why}`);

@@ -10,6 +10,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
 
 import { expectFailure, request, sendMessage, startServer, uid, withTimeout } from './helpers.mjs';
+import { freePort } from './cluster-helpers.mjs';
 
 const KEY = 'cluster-state-api-key';
 const MAX_CONNECTIONS = 3;
@@ -19,16 +20,6 @@ const haveRedis = spawnSync('redis-server', ['--version']).status === 0;
 if (!haveRedis && process.env.CI === 'true') throw new Error('redis-server is required under CI=true');
 if (!haveRedis) console.warn('SKIPPED: redis-server not found; cluster-state tests did not run');
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function startRedis(port) {
   port ??= await freePort();

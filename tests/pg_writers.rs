@@ -12,6 +12,9 @@ use std::time::Duration;
 use aegisx_realtime::domain::ids::{RoomId, RoomKey, TenantId, UserId};
 use aegisx_realtime::domain::store::{NewMessage, Store};
 
+#[path = "support/postgres.rs"]
+mod postgres;
+
 const STORE_TIMEOUT: Duration = Duration::from_secs(10);
 const ROOMS: usize = 6;
 const TASKS_PER_NODE: usize = 4;
@@ -27,27 +30,13 @@ struct Schema {
 
 impl Schema {
     async fn create() -> Option<Self> {
-        let base = std::env::var("TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let admin = match sqlx::PgPool::connect(&base).await {
-            Ok(p) => p,
-            Err(e) => {
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
-                    panic!("PostgreSQL is required under CI=true but {base} does not answer: {e}");
-                }
-                eprintln!(
-                    "\n*** SKIPPED: PostgreSQL writers test ({base} does not answer: {e}) ***\n"
-                );
-                return None;
-            }
-        };
+        let (admin, base) = postgres::admin("PostgreSQL writers test").await?;
         let name = format!("writers_{}", uuid::Uuid::new_v4().simple());
         sqlx::query(&format!("CREATE SCHEMA {name}"))
             .execute(&admin)
             .await
             .expect("create schema");
-        let sep = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{sep}options=-c%20search_path%3D{name}");
+        let url = postgres::in_schema(&base, &name);
         Some(Self { admin, name, url })
     }
 

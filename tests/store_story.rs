@@ -7,6 +7,9 @@ use std::sync::Arc;
 use aegisx_realtime::domain::ids::{RoomId, RoomKey, TenantId, UserId};
 use aegisx_realtime::domain::store::{MarkRead, NewMessage, NewNotification, Store};
 
+#[path = "support/postgres.rs"]
+mod pg;
+
 const STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn key(tenant: Option<&str>, room: &str) -> RoomKey {
@@ -49,18 +52,7 @@ async fn sqlite() -> Backend {
 }
 
 async fn postgres() -> Option<Backend> {
-    let base = std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let admin = match sqlx::PgPool::connect(&base).await {
-        Ok(p) => p,
-        Err(e) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("PostgreSQL is required under CI=true but {base} does not answer: {e}");
-            }
-            eprintln!("\n*** SKIPPED: PostgreSQL store story ({base} does not answer: {e}) ***\n");
-            return None;
-        }
-    };
+    let (admin, base) = pg::admin("PostgreSQL store story").await?;
     // Schema names carry their creation time, so old runs' schemas are dropped here.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -89,8 +81,7 @@ async fn postgres() -> Option<Backend> {
         .execute(&admin)
         .await
         .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let url = pg::in_schema(&base, &schema);
     Some(Backend {
         name: "postgres",
         url,

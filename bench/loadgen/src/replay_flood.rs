@@ -1,8 +1,9 @@
 //! `replay-flood`: a room is seeded with `--stored` messages over HTTP; one user's
 //! `--flood-sockets` sockets then loop `join_room { since: 0 }` on it (each waits for its ack,
-//! then joins again) while `--others` users, each in a room of its own, send acked
+//! leaves the room, waits for that ack, then joins again: a socket still in the room would be
+//! replayed only what it missed, which is nothing) while `--others` users, each in a room of its own, send acked
 //! `send_message` at `--rate` each. Figures: the others' ack latency, the flood's joins/s and
-//! replayed messages/s, and the joins the server refused (`RATE_LIMITED` or any other code):
+//! replayed messages/s, and the flood's events the server refused (`RATE_LIMITED` or any other code):
 //! refusals are a figure, not a failure. `--no-flood`: the same run without the flood.
 
 use std::cell::{Cell, RefCell};
@@ -124,6 +125,7 @@ pub async fn run(a: ReplayFloodArgs) -> anyhow::Result<Outcome> {
             tasks.push(tokio::task::spawn_local(chatter(
                 ws,
                 room,
+                i,
                 sh.clone(),
                 ns.clone(),
                 a.rate,
@@ -234,6 +236,7 @@ pub async fn run(a: ReplayFloodArgs) -> anyhow::Result<Outcome> {
 async fn chatter(
     mut ws: Ws,
     room: Rc<str>,
+    index: usize,
     sh: Rc<Shared>,
     ns: Rc<str>,
     rate: f64,
@@ -263,8 +266,11 @@ async fn chatter(
                 match *phase.borrow_and_update() {
                     1 => {
                         running = true;
-                        // Spread the first sends over one interval.
-                        let f = (next_id as f64 + room.len() as f64 * 0.618).fract();
+                        // Spread the first sends over one interval, by the golden ratio of
+                        // the chatter's index. (This used the room name's length, which is
+                        // the same for 90 of 100 chatters: they all sent at once, and the
+                        // burst's queueing was the baseline's latency.)
+                        let f = (index as f64 * 0.618_033_988_75).fract();
                         timer.as_mut().reset((Instant::now() + interval.mul_f64(f)).into());
                     }
                     3 => return,
@@ -329,8 +335,9 @@ async fn chatter(
     }
 }
 
-/// One flooding socket: `join_room { since: 0 }` with an ack, again as soon as it is answered.
-/// A refusal (`ok: false`, e.g. `RATE_LIMITED`) is counted and the loop goes on.
+/// One flooding socket: `join_room { since: 0 }` with an ack, then `leave_room` with an ack,
+/// again as soon as each is answered. A refusal (`ok: false`, e.g. `RATE_LIMITED`) is counted
+/// and the loop goes on.
 async fn flood(
     mut ws: Ws,
     room: Rc<str>,
@@ -341,14 +348,21 @@ async fn flood(
     let ok = memchr::memmem::Finder::new(b"\"ok\":true");
     let rate_limited = memchr::memmem::Finder::new(b"RATE_LIMITED");
     let mut id = 0u64;
-    let mut waiting: Option<u64> = None;
+    // The unanswered event's ack id, and whether it is a join (else a leave).
+    let mut waiting: Option<(u64, bool)> = None;
+    let mut joined = false;
     let mut running = false;
     loop {
         if running && waiting.is_none() {
             id += 1;
-            let text = format!("42{ns}{id}[\"join_room\",{{\"roomId\":\"{room}\",\"since\":0}}]");
+            let (event, since) = if joined {
+                ("leave_room", "")
+            } else {
+                ("join_room", ",\"since\":0")
+            };
+            let text = format!("42{ns}{id}[\"{event}\",{{\"roomId\":\"{room}\"{since}}}]");
             ws.send(Message::text(text)).await.context("flood send")?;
-            waiting = Some(id);
+            waiting = Some((id, !joined));
         }
         tokio::select! {
             biased;
@@ -367,10 +381,14 @@ async fn flood(
                     Frame::Ping => {
                         let _ = ws.send(Message::text("3")).await;
                     }
-                    Frame::Ack(a, body) if Some(a) == waiting => {
-                        waiting = None;
-                        if ok.find(body.as_bytes()).is_some() {
-                            sh.joins_ok.set(sh.joins_ok.get() + 1);
+                    Frame::Ack(a, body) if waiting.is_some_and(|(w, _)| w == a) => {
+                        let is_join = waiting.take().is_some_and(|(_, j)| j);
+                        let accepted = ok.find(body.as_bytes()).is_some();
+                        if accepted {
+                            joined = is_join;
+                            if is_join {
+                                sh.joins_ok.set(sh.joins_ok.get() + 1);
+                            }
                         } else {
                             sh.joins_refused.set(sh.joins_refused.get() + 1);
                             if rate_limited.find(body.as_bytes()).is_some() {

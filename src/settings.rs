@@ -314,7 +314,8 @@ pub struct Settings {
     pub store_timeout_ms: u64,
     /// Client events other than `message` (join_room, leave_room, refresh_token, unknown ones)
     /// one connection may send per second, on average; over it the event is refused with
-    /// RATE_LIMITED before it waits in line. `message` has RATE_LIMIT_PER_MINUTE instead.
+    /// RATE_LIMITED before it waits in line, and the connection's websocket is not read again
+    /// until the budget has a token. `message` has RATE_LIMIT_PER_MINUTE instead.
     #[arg(long, env = "EVENTS_PER_SECOND_PER_CONNECTION", default_value_t = 100)]
     pub events_per_second_per_connection: u32,
     /// Client events one connection may send at once above that rate (the bucket's size).

@@ -48,7 +48,7 @@ pub fn refused(s: &SocketRef) {
         return;
     };
     if peer.count_refused_connect() > MAX_REFUSED_CONNECTS
-        && let Some(closer) = parts.extensions.get::<engineioxide::SessionCloser>()
+        && let Some(closer) = parts.extensions.get::<engineioxide::SessionControl>()
     {
         tracing::info!(sid = %s.id, peer = %peer.addr(), "too many refused CONNECTs; closing the transport");
         closer.close(engineioxide::DisconnectReason::PacketParsingError);

@@ -4,8 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use engineioxide::SessionControl;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, State};
 use socketioxide::handler::FromMessageParts;
@@ -51,14 +52,14 @@ impl Bucket {
         self.at = Some(now);
     }
 
-    /// Takes one token if there is one.
-    fn take(&mut self, rate: f64, burst: f64) -> bool {
+    /// Takes one token if there is one; otherwise says how long until there is.
+    fn take(&mut self, rate: f64, burst: f64) -> Result<(), Duration> {
         self.refill(rate, burst);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            true
+            Ok(())
         } else {
-            false
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
         }
     }
 }
@@ -299,21 +300,27 @@ impl Session {
     /// Admits one client event against the connection's budgets, before it waits in line.
     /// `message` events have their own per-user rate limit (`RATE_LIMIT_PER_MINUTE`, which a
     /// deployment may raise for chat alone), so only the in-flight bound applies to them.
-    fn admit(&self, budget: &EventBudget, is_message: bool) -> Result<(), DomainError> {
-        let allowed = is_message
-            || self
+    fn admit(&self, budget: &EventBudget, is_message: bool) -> Result<(), Refusal> {
+        if !is_message
+            && let Err(refill) = self
                 .events
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .take(f64::from(budget.per_second), f64::from(budget.burst));
-        if !allowed {
+                .take(f64::from(budget.per_second), f64::from(budget.burst))
+        {
             crate::metrics::event_refused("rate");
-            return Err(DomainError::TooManyEvents);
+            return Err(Refusal {
+                error: DomainError::TooManyEvents,
+                hold: Some(refill),
+            });
         }
         if self.in_flight.fetch_add(1, Ordering::AcqRel) >= budget.max_in_flight {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             crate::metrics::event_refused("in_flight");
-            return Err(DomainError::TooManyInFlight(budget.max_in_flight));
+            return Err(Refusal {
+                error: DomainError::TooManyInFlight(budget.max_in_flight),
+                hold: None,
+            });
         }
         Ok(())
     }
@@ -333,6 +340,15 @@ impl Session {
     }
 }
 
+/// An event `admit` refused.
+struct Refusal {
+    error: DomainError,
+    /// Until the budget has a token again: the socket's next frame is not read before then, so
+    /// a client that ignores refusals gets about one per token instead of one per frame it can
+    /// send, and costs the node no more than one within its budget.
+    hold: Option<Duration>,
+}
+
 /// The per-connection event budget (`EVENTS_PER_SECOND_PER_CONNECTION`,
 /// `EVENT_BURST_PER_CONNECTION`, `MAX_EVENTS_IN_FLIGHT`).
 #[derive(Debug, Clone, Copy)]
@@ -350,7 +366,8 @@ pub struct EventBudget {
 ///
 /// Taking a turn first spends the connection's event budget (every event but `message`, which
 /// has the chat rate limit) and counts it in flight: an event over either is answered
-/// `RATE_LIMITED` (error event and ack) right away and its handler never runs.
+/// `RATE_LIMITED` (error event and ack) right away and its handler never runs. Over the rate,
+/// the socket's websocket is also not read again until the budget has a token.
 pub struct Turn {
     prev: Option<oneshot::Receiver<()>>,
     next: Option<oneshot::Sender<()>>,
@@ -404,10 +421,15 @@ impl FromMessageParts<LocalAdapter> for Turn {
         let State(app) =
             State::<AppState>::from_message_parts(s, v, ack_id).map_err(|_| NoTurn::NoSession)?;
         let is_message = Event::from_message_parts(s, v, ack_id).is_ok_and(|e| e.0 == "message");
-        if let Err(e) = session.admit(&app.event_budget, is_message) {
+        if let Err(Refusal { error, hold }) = session.admit(&app.event_budget, is_message) {
+            if let Some(hold) = hold
+                && let Some(control) = s.req_parts().extensions.get::<SessionControl>()
+            {
+                control.hold_reads(tokio::time::Instant::now() + hold);
+            }
             let Ok(ack) = AckSender::from_message_parts(s, v, ack_id);
-            reply::fail(&SocketRef::from(s.clone()), ack, &e);
-            return Err(NoTurn::Refused(e));
+            reply::fail(&SocketRef::from(s.clone()), ack, &error);
+            return Err(NoTurn::Refused(error));
         }
         Ok(session.take_turn())
     }

@@ -3,7 +3,8 @@
 // MAX_EVENTS_IN_FLIGHT: every event) and the replay budget
 // (REPLAY_MESSAGES_PER_SECOND_PER_CONNECTION with REPLAY_BURST_PER_CONNECTION): checked before
 // the event waits in line; over it the event is answered RATE_LIMITED (error event and ack)
-// while the socket stays up.
+// while the socket stays up, and over the rate its websocket is not read again until the budget
+// has a token.
 
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,16 +15,18 @@ const BURST = 3;
 let burst; // 3 events at once, then 1 a second
 let inFlight; // at most 2 unanswered events
 let replays; // 1 replayed message a second, 4 at once
+let held; // 50 events a second, 5 at once
 before(async () => {
-  [burst, inFlight, replays] = await Promise.all([
+  [burst, inFlight, replays, held] = await Promise.all([
     // The message rate limit is far away: the budget is its own thing.
     startServer({ EVENTS_PER_SECOND_PER_CONNECTION: 1, EVENT_BURST_PER_CONNECTION: BURST, RATE_LIMIT_PER_MINUTE: 100000 }),
     startServer({ MAX_EVENTS_IN_FLIGHT: 2 }),
     startServer({ REPLAY_MESSAGES_PER_SECOND_PER_CONNECTION: 1, REPLAY_BURST_PER_CONNECTION: 4 }),
+    startServer({ EVENTS_PER_SECOND_PER_CONNECTION: 50, EVENT_BURST_PER_CONNECTION: 5 }),
   ]);
 });
-afterEach(() => [burst, inFlight, replays].forEach((s) => s.closeClients()));
-after(() => Promise.all([burst.stop(), inFlight.stop(), replays.stop()]));
+afterEach(() => [burst, inFlight, replays, held].forEach((s) => s.closeClients()));
+after(() => Promise.all([burst.stop(), inFlight.stop(), replays.stop(), held.stop()]));
 
 describe('event budget per connection', () => {
   test('the event after the burst is refused with RATE_LIMITED, whatever its kind, and the socket stays up', async () => {
@@ -81,6 +84,20 @@ describe('event budget per connection', () => {
     const acks = await Promise.all(Array.from({ length: BURST * 3 }, (_, i) => sendMessage(socket, 'send_message', { roomId, message: `m${i}` })));
     // Assert
     assert.deepEqual(acks.map((a) => a.ok), acks.map(() => true), JSON.stringify(acks));
+  });
+
+  test('after a refusal the socket is not read until the budget refills: of 40 events sent at once past the burst, about half are served, not none', async () => {
+    // Arrange
+    const socket = await held.connect(held.token({ tenantId: uid('t') }));
+    // Act: 45 joins in one go; read as they came, the 40 after the burst would all be refused
+    const acks = await Promise.all(Array.from({ length: 45 }, () => ack(socket, 'join_room', { roomId: uid('room') })));
+    // Assert: each refusal holds the next read for a token (20 ms), which the next join takes
+    const served = acks.filter((a) => a.ok).length;
+    const refused = acks.filter((a) => !a.ok);
+    assert.ok(served >= 15, `served ${served} of 45`);
+    for (const r of refused) assert.equal(r.error.code, 'RATE_LIMITED');
+    assert.equal(served + refused.length, 45);
+    assert.equal(socket.connected, true);
   });
 
   test('a refused event is not handled: a refused join_room joins nothing', async () => {

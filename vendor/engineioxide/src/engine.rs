@@ -10,7 +10,7 @@ use crate::{
     config::EngineIoConfig,
     handler::EngineIoHandler,
     heartbeat::Heartbeats,
-    socket::{DisconnectReason, SessionCloser, Socket},
+    socket::{DisconnectReason, SessionControl, Socket},
 };
 
 type SocketMap<T> = RwLock<HashMap<Sid, Arc<T>>>;
@@ -57,7 +57,7 @@ impl<H: EngineIoHandler> EngineIo<H> {
         // AegisX patch: the request parts carry a handle that can close this session.
         let socket = Arc::new_cyclic(|me| {
             let mut req = req;
-            req.extensions.insert(SessionCloser::new(me));
+            req.extensions.insert(SessionControl::new(me));
             Socket::new(
                 protocol,
                 transport,

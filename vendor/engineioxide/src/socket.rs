@@ -58,8 +58,8 @@ use std::{
     collections::VecDeque,
     fmt::Debug,
     sync::{
-        Weak,
-        atomic::{AtomicBool, AtomicU8, Ordering},
+        LazyLock, Weak,
+        atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
     },
 };
 // AegisX patch: only the v3 heartbeat (and the test harness) still use these here.
@@ -210,25 +210,55 @@ impl Volatile {
     }
 }
 
-/// AegisX patch: closes an engine.io session from code that sees only the request that opened it
-/// (socketioxide hands its handlers `req_parts()`, never the engine socket). Every session's
-/// request extensions hold one; it does not keep the socket alive.
+/// AegisX patch: closes an engine.io session, or holds its reads, from code that sees only the
+/// request that opened it (socketioxide hands its handlers `req_parts()`, never the engine
+/// socket). Every session's request extensions hold one; it does not keep the socket alive.
 #[derive(Clone)]
-pub struct SessionCloser(Weak<dyn CloseSession>);
+pub struct SessionControl(Weak<dyn ControlSession>);
 
-trait CloseSession: Send + Sync {
+trait ControlSession: Send + Sync {
     fn close_session(&self, reason: DisconnectReason);
+    fn hold_reads(&self, until: tokio::time::Instant);
 }
 
-impl<D: Default + Send + Sync + 'static> CloseSession for Socket<D> {
+impl<D: Default + Send + Sync + 'static> ControlSession for Socket<D> {
     fn close_session(&self, reason: DisconnectReason) {
         self.close(reason);
     }
+    fn hold_reads(&self, until: tokio::time::Instant) {
+        self.read_hold.set(until);
+    }
 }
 
-impl SessionCloser {
+/// AegisX patch: when the websocket reader may read the next frame, if not now. A handler that
+/// refuses a client for sending too fast sets it; the reader sleeps until then before its next
+/// frame, so what the client sends meanwhile waits in its own TCP buffer, at no cost to the
+/// node, instead of being read, parsed and refused one frame at a time.
+#[derive(Default)]
+pub(crate) struct ReadHold(AtomicU64);
+
+/// `ReadHold`'s clock: microseconds since the first hold, plus one (0 is "no hold").
+static HOLD_EPOCH: LazyLock<tokio::time::Instant> = LazyLock::new(tokio::time::Instant::now);
+
+impl ReadHold {
+    fn set(&self, until: tokio::time::Instant) {
+        let us = until.saturating_duration_since(*HOLD_EPOCH).as_micros();
+        let us = u64::try_from(us).unwrap_or(u64::MAX - 1) + 1;
+        self.0.fetch_max(us, Ordering::AcqRel);
+    }
+
+    /// The hold, if one is set; clears it.
+    pub(crate) fn take(&self) -> Option<tokio::time::Instant> {
+        match self.0.swap(0, Ordering::AcqRel) {
+            0 => None,
+            us => Some(*HOLD_EPOCH + std::time::Duration::from_micros(us - 1)),
+        }
+    }
+}
+
+impl SessionControl {
     pub(crate) fn new<D: Default + Send + Sync + 'static>(socket: &Weak<Socket<D>>) -> Self {
-        let weak: Weak<dyn CloseSession> = socket.clone();
+        let weak: Weak<dyn ControlSession> = socket.clone();
         Self(weak)
     }
 
@@ -238,11 +268,20 @@ impl SessionCloser {
             socket.close_session(reason);
         }
     }
+
+    /// Reads no further frame from the session's websocket before `until` (the frame being
+    /// handled is not affected). Several holds: the latest `until` wins. A polling session is
+    /// not held: each of its requests is already a round trip.
+    pub fn hold_reads(&self, until: tokio::time::Instant) {
+        if let Some(socket) = self.0.upgrade() {
+            socket.hold_reads(until);
+        }
+    }
 }
 
-impl std::fmt::Debug for SessionCloser {
+impl std::fmt::Debug for SessionControl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SessionCloser")
+        f.write_str("SessionControl")
     }
 }
 
@@ -276,6 +315,9 @@ where
     /// (not at the next heartbeat, which fails on the same full buffer), later sends report
     /// `Closed`, and the websocket writer lets go of the connection without flushing.
     overflowed: AtomicBool,
+
+    /// AegisX patch: see `ReadHold`.
+    pub(crate) read_hold: ReadHold,
 
     /// Channel to send [`PacketBuf`] to the connection
     ///
@@ -337,6 +379,7 @@ where
             transport: AtomicU8::new(transport as u8),
             upgrading: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
+            read_hold: ReadHold::default(),
 
             internal_rx: Mutex::new(InternalRx::new(internal_rx)),
             internal_tx,
@@ -651,6 +694,7 @@ where
             transport: AtomicU8::new(TransportType::Websocket as u8),
             upgrading: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
+            read_hold: ReadHold::default(),
 
             internal_rx: Mutex::new(InternalRx::new(internal_rx)),
             internal_tx,

@@ -297,7 +297,12 @@ where
                 tracing::debug!(sid = ?socket.id, "unexpected ws message");
                 Ok(())
             }
-        }?
+        }?;
+        // AegisX patch: a handler asked for a pause before the next frame (`ReadHold`). Boxed:
+        // the timer is made only when holding, and the reader's idle future stays small.
+        if let Some(until) = socket.read_hold.take() {
+            Box::pin(tokio::time::sleep_until(until)).await;
+        }
     }
     Ok(())
 }

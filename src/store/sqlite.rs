@@ -5,8 +5,10 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Sqlite};
 
 use super::rows;
 use crate::domain::events::ChatMessage;
@@ -14,6 +16,12 @@ use crate::domain::store::{NewMessage, StoreError};
 
 pub struct SqliteStore {
     pool: sqlx::SqlitePool,
+    /// The chat writer's own connection, outside the pool: replay reads may hold every pooled
+    /// connection for a while (up to `MAX_CONCURRENT_REPLAYS` of them wait for one), and a
+    /// commit waiting behind them would hold up every sender's ack. `None` after a failure
+    /// the connection may not survive; the next batch opens a new one.
+    writer: tokio::sync::Mutex<Option<SqliteConnection>>,
+    opts: SqliteConnectOptions,
 }
 
 impl SqliteStore {
@@ -25,6 +33,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // Rows pass from sqlx's SQLite thread to the caller through a bounded channel; at
+            // the default 50 a replay of 1,000 messages switched threads 20 times, on a core
+            // the whole node shares.
+            .row_buffer_size(ROW_CHANNEL)
             .busy_timeout(timeout);
         if let Some(dir) = opts.get_filename().parent()
             && !dir.as_os_str().is_empty()
@@ -33,66 +45,123 @@ impl SqliteStore {
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // SQLite is in-process: nothing between two uses can break a connection, and the
+            // ping before each use would be one more round trip to its thread for every call.
+            .test_before_acquire(false)
             .acquire_timeout(timeout)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        let writer = opts.connect().await?;
+        Ok(Self {
+            pool,
+            writer: tokio::sync::Mutex::new(Some(writer)),
+            opts,
+        })
     }
 }
+
+/// Rows in flight from the SQLite thread: a whole replay at the default `MAX_REPLAY` (1,000,
+/// plus the one that says there are more). Each slot is a few pointers.
+const ROW_CHANNEL: usize = 1024;
 
 /// Rows per multi-row INSERT: 8 parameters each stays far below SQLite's 32,766.
 const ROWS_PER_INSERT: usize = 1000;
 
 impl SqliteStore {
-    /// A whole batch in four statements, whatever its size: `BEGIN IMMEDIATE` takes the write
-    /// lock first (so reading the rooms' last seqs and writing the next ones cannot interleave
-    /// with another writer), one read of those seqs, multi-row inserts, one multi-row upsert.
-    /// Statement count matters here: each is a round trip to sqlx's SQLite thread.
+    /// The batch on the writer's connection; one that failed (rather than refused) is closed
+    /// and the next batch opens a new one.
     async fn append(&self, batch: &[NewMessage]) -> Result<Vec<ChatMessage>, StoreError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        // Declared before `last` so `last` can be probed with borrows of these rows.
-        let mut found: Vec<(String, String, i64)> = Vec::new();
-        // Keyed by the stored strings, so rows read back match without re-parsing ids.
-        let mut last: HashMap<(&str, &str), i64> = batch
-            .iter()
-            .map(|m| ((m.key.tenant_str(), m.key.room.as_str()), 0))
-            .collect();
-        let keys: Vec<(&str, &str)> = last.keys().copied().collect();
-        for chunk in keys.chunks(ROWS_PER_INSERT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT tenant, room, last_seq FROM room_seq WHERE (tenant, room) IN (VALUES ",
-            );
-            let mut list = q.separated(", ");
-            for (tenant, room) in chunk {
-                list.push("(");
-                list.push_bind_unseparated(*tenant);
-                list.push_unseparated(", ");
-                list.push_bind_unseparated(*room);
-                list.push_unseparated(")");
-            }
-            q.push(")");
-            found.extend(q.build_query_as().fetch_all(&mut *tx).await?);
+        let mut writer = self.writer.lock().await;
+        let conn = match &mut *writer {
+            Some(conn) => conn,
+            none => none.insert(self.opts.connect().await?),
+        };
+        let res = Self::append_on(conn, batch).await;
+        if matches!(res, Err(StoreError::Failed(_))) {
+            *writer = None;
         }
-        for (tenant, room, seq) in &found {
+        res
+    }
+
+    /// A whole batch in four statements, whatever its size: `BEGIN IMMEDIATE` takes the write
+    /// lock first (so the seqs read and written cannot interleave with another writer), one
+    /// upsert moves every room's `last_seq` on by its count in the batch and returns the new
+    /// values, from which each message's seq follows; then multi-row inserts and `COMMIT`.
+    /// Statement count matters here: each is a round trip to sqlx's SQLite thread, and on a
+    /// busy node each wakes the writer from another thread, which waits for its turn.
+    async fn append_on(
+        conn: &mut SqliteConnection,
+        batch: &[NewMessage],
+    ) -> Result<Vec<ChatMessage>, StoreError> {
+        // Keyed by the stored strings, so rows read back match without re-parsing ids. First
+        // each room's count in the batch, then (from the upsert) its new last seq.
+        let mut last: HashMap<(&str, &str), i64> = HashMap::new();
+        for m in batch {
+            *last
+                .entry((m.key.tenant_str(), m.key.room.as_str()))
+                .or_default() += 1;
+        }
+        // How many later messages of its room each message has in the batch: the last one's
+        // seq is the room's new last_seq, the one before it that minus one, and so on.
+        let mut later = last.clone();
+        let behind: Vec<i64> = batch
+            .iter()
+            .map(|m| {
+                later
+                    .get_mut(&(m.key.tenant_str(), m.key.room.as_str()))
+                    .map_or(0, |n| {
+                        *n -= 1;
+                        *n
+                    })
+            })
+            .collect();
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        // Declared before the loop so `last`'s keys (borrowed from the batch) can be probed
+        // with borrows of these rows.
+        let mut moved: Vec<(String, String, i64)> = Vec::with_capacity(last.len());
+        let counts: Vec<((&str, &str), i64)> = last.iter().map(|(k, n)| (*k, *n)).collect();
+        for chunk in counts.chunks(ROWS_PER_INSERT) {
+            let mut q =
+                QueryBuilder::<Sqlite>::new("INSERT INTO room_seq (tenant, room, last_seq) ");
+            q.push_values(chunk, |mut row, ((tenant, room), n)| {
+                row.push_bind(*tenant).push_bind(*room).push_bind(*n);
+            });
+            q.push(
+                " ON CONFLICT (tenant, room) DO UPDATE SET last_seq = room_seq.last_seq + \
+                 excluded.last_seq RETURNING tenant, room, last_seq",
+            );
+            moved.extend(q.build_query_as().fetch_all(&mut *tx).await?);
+        }
+        if moved.len() != last.len() {
+            return Err(StoreError::Failed(
+                format!(
+                    "room_seq upsert returned {} rows for {} rooms",
+                    moved.len(),
+                    last.len()
+                )
+                .into(),
+            ));
+        }
+        for (tenant, room, seq) in &moved {
             if let Some(v) = last.get_mut(&(tenant.as_str(), room.as_str())) {
                 *v = *seq;
             }
         }
-        let mut out = Vec::with_capacity(batch.len());
-        for m in batch {
-            // Every batch key was inserted into `last` above.
-            let seq = last
-                .get_mut(&(m.key.tenant_str(), m.key.room.as_str()))
-                .map_or(1, |s| {
-                    *s += 1;
-                    *s
-                });
-            out.push(rows::stored(m, seq));
-        }
+        let out: Vec<ChatMessage> = batch
+            .iter()
+            .zip(&behind)
+            .map(|(m, behind)| {
+                let top = last
+                    .get(&(m.key.tenant_str(), m.key.room.as_str()))
+                    .copied()
+                    .unwrap_or_default();
+                rows::stored(m, top - behind)
+            })
+            .collect();
         for (chunk, stored) in batch
             .chunks(ROWS_PER_INSERT)
             .zip(out.chunks(ROWS_PER_INSERT))
@@ -111,16 +180,6 @@ impl SqliteStore {
                     .push_bind(&m.message)
                     .push_bind(&m.timestamp);
             });
-            q.build().execute(&mut *tx).await?;
-        }
-        let rooms: Vec<((&str, &str), i64)> = last.into_iter().collect();
-        for chunk in rooms.chunks(ROWS_PER_INSERT) {
-            let mut q =
-                QueryBuilder::<Sqlite>::new("INSERT INTO room_seq (tenant, room, last_seq) ");
-            q.push_values(chunk, |mut row, ((tenant, room), seq)| {
-                row.push_bind(*tenant).push_bind(*room).push_bind(*seq);
-            });
-            q.push(" ON CONFLICT (tenant, room) DO UPDATE SET last_seq = excluded.last_seq");
             q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;

@@ -5,8 +5,9 @@
 //! so one fsync, per burst: "durable before ack" without one fsync each), then publishes them in
 //! `seq` order. A batch the database refuses is retried message by message, so one message the
 //! store cannot hold never fails the others. Replay reads do not go through the writer: they
-//! run concurrently (at most `max_concurrent_replays` at once), and the fan-out's hold on the
-//! joining socket keeps replayed and live messages from overlapping (see `socket/rooms.rs`).
+//! run concurrently (at most `max_concurrent_replays` at once), the last one of each room is
+//! kept for the joins after it (`replay_cache`), and the fan-out's hold on the joining socket
+//! keeps replayed and live messages from overlapping (see `socket/rooms.rs`).
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use crate::domain::bus::Bus;
 use crate::domain::error::DomainError;
 use crate::domain::events::{BusMessage, ChatMessage, Delivery, Target};
 use crate::domain::ids::{RoomKey, UserId};
+use crate::domain::replay_cache::{CachedReplay, ReplayCache};
 use crate::domain::store::{NewMessage, Store};
 use crate::domain::time::now_rfc3339;
 
@@ -50,6 +52,7 @@ pub struct ChatService {
     bus: Arc<dyn Bus>,
     limits: ChatLimits,
     replays: Arc<Semaphore>,
+    cache: Arc<ReplayCache>,
 }
 
 /// A queued chat message.
@@ -63,9 +66,9 @@ impl Pending {
 }
 
 /// Stored messages for a replay, in `seq` order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Replay {
-    pub messages: Vec<ChatMessage>,
+    pub messages: CachedReplay,
     /// More messages matched than `MAX_REPLAY`: only the first ones are here.
     pub truncated: bool,
 }
@@ -74,33 +77,37 @@ pub struct Replay {
 pub struct ReplaySlot {
     _permit: OwnedSemaphorePermit,
     store: Arc<dyn Store>,
+    cache: Arc<ReplayCache>,
     max_replay: u32,
 }
 
 impl ReplaySlot {
     /// The messages of the room with `since < seq <= upto` (no upper bound when `None`), at
-    /// most `MAX_REPLAY` of them, the first ones.
+    /// most `MAX_REPLAY` of them, the first ones. Read from the store, and kept for the next
+    /// joins of the room (`ChatService::cached_replay`).
     pub async fn read(
         &self,
         key: &RoomKey,
         since: i64,
         upto: Option<i64>,
     ) -> Result<Replay, DomainError> {
-        if upto.is_some_and(|u| u <= since) {
-            return Ok(Replay::default());
-        }
-        let mut messages = self
-            .store
-            .messages_after(key, since, self.max_replay + 1)
-            .await?;
-        if let Some(upto) = upto {
-            messages.retain(|m| m.seq <= upto);
-        }
-        let truncated = messages.len() > self.max_replay as usize;
-        messages.truncate(self.max_replay as usize);
+        let mut messages = if upto.is_some_and(|u| u <= since) {
+            Vec::new()
+        } else {
+            self.store
+                .messages_after(key, since, self.max_replay + 1)
+                .await?
+        };
+        let max = self.max_replay as usize;
+        // The first message past `MAX_REPLAY`, if any: the replay is cut if it is due too.
+        let over = messages.get(max).map(|m| m.seq);
+        messages.truncate(max);
+        let all: Arc<[ChatMessage]> = messages.into();
+        self.cache.put(key, since, all.clone());
+        let end = upto.map_or(all.len(), |u| all.partition_point(|m| m.seq <= u));
         Ok(Replay {
-            messages,
-            truncated,
+            messages: CachedReplay { all, range: 0..end },
+            truncated: over.is_some_and(|seq| upto.is_none_or(|u| seq <= u)),
         })
     }
 }
@@ -128,6 +135,7 @@ impl ChatService {
                 bus,
                 limits,
                 replays: Arc::new(Semaphore::new(limits.max_concurrent_replays.max(1))),
+                cache: Arc::default(),
             },
             task,
         )
@@ -227,8 +235,18 @@ impl ChatService {
         Ok(ReplaySlot {
             _permit: permit,
             store: self.store.clone(),
+            cache: self.cache.clone(),
             max_replay: self.limits.max_replay,
         })
+    }
+
+    /// The replay `(since, upto]` from the room's last store read, when it holds all of it:
+    /// no slot and no store read needed.
+    pub fn cached_replay(&self, key: &RoomKey, since: i64, upto: i64) -> Option<CachedReplay> {
+        if upto <= since {
+            return None;
+        }
+        self.cache.get(key, since, upto)
     }
 
     /// Waits until every message queued so far is committed (graceful shutdown).

@@ -18,6 +18,7 @@ pub mod presence;
 pub mod presence_directory;
 pub mod publish;
 pub mod rate_limit;
+pub mod replay_cache;
 pub mod rooms;
 pub mod store;
 pub mod time;

@@ -45,6 +45,10 @@ pub enum Joined {
         /// For a `Hold`: the whole replay (`chat_message` payloads), when the fan-out's recent
         /// messages of the room cover it, so no store read is needed.
         recent: Option<Vec<serde_json::Value>>,
+        /// For a `Hold`: the replay must reach this `seq` (`had_after` for a member, else the
+        /// last this fan-out had delivered of the room); later messages are held. `None`: not
+        /// known (the room is not tracked), so the replay must be read up to the end.
+        upto: Option<i64>,
     },
     /// The socket is gone (disconnected, or closing).
     SocketGone,

@@ -462,6 +462,7 @@ impl Fanout {
         Joined::Yes {
             had_after: None,
             recent: None,
+            upto: None,
         }
     }
 
@@ -491,8 +492,13 @@ impl Fanout {
             catch_up: None,
         });
         // Up to what the socket had already, or everything delivered so far.
-        let recent = self.recent_replay(&j.key, j.since, had_after.or(last_at_hold));
-        Joined::Yes { had_after, recent }
+        let upto = had_after.or(last_at_hold);
+        let recent = self.recent_replay(&j.key, j.since, upto);
+        Joined::Yes {
+            had_after,
+            recent,
+            upto,
+        }
     }
 
     fn take_hold(&mut self, key: &RoomKey, sid: Sid) -> Option<Hold> {

@@ -32,16 +32,28 @@ pub fn ok(ack: AckSender, fields: Value) {
 /// socket at once: that is how a client that cannot keep up is let go. Only the first send to
 /// find it full says so; later ones find it closed.
 pub fn emit(s: &SocketRef, event: &str, data: &Value) {
-    match s.emit(event, data) {
+    sent(s, event, 1, s.emit(event, data));
+}
+
+/// Emits several events of one name to this socket, in order, as one item of its send buffer
+/// (one slot, one wake of its writer). Full buffer: as `emit`.
+pub fn emit_all<T: serde::Serialize>(s: &SocketRef, event: &str, data: &[T]) {
+    let encoded: Result<Vec<_>, _> = data.iter().map(|d| s.encode_event(event, d)).collect();
+    let res = encoded.and_then(|e| s.emit_encoded(&e).map_err(SendError::Socket));
+    sent(s, event, data.len() as u64, res);
+}
+
+fn sent(s: &SocketRef, event: &str, count: u64, res: Result<(), SendError>) {
+    match res {
         Ok(()) => {}
         Err(SendError::Socket(SocketError::InternalChannelFull)) => {
             tracing::warn!(sid = %s.id, event, "send buffer full; slow consumer disconnected");
-            crate::metrics::dropped_packets(1);
+            crate::metrics::dropped_packets(count);
             crate::metrics::slow_consumer_disconnects(1);
         }
         Err(e) => {
             tracing::debug!(sid = %s.id, event, error = %e, "emit to socket failed");
-            crate::metrics::dropped_packets(1);
+            crate::metrics::dropped_packets(count);
         }
     }
 }

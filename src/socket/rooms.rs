@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use crate::domain::bus::Topic;
 use crate::domain::error::DomainError;
 use crate::domain::ids::RoomKey;
+use crate::domain::replay_cache::CachedReplay;
 use crate::domain::rooms::{JoinDecision, RoomPolicy};
 use crate::fanout::{FanoutCmd, JoinRoom, Joined, Release, ReleaseJoin, Released};
 use crate::socket::session::{Session, Turn};
@@ -175,11 +176,52 @@ async fn release(
     rx.await.map_err(|_| DomainError::Busy)
 }
 
-/// A replay as `chat_message` payloads.
+/// A replay's `chat_message` payloads: the fan-out's recent messages, or stored ones (read
+/// now, or kept from the room's last read).
+enum Payloads {
+    Recent(Vec<Value>),
+    Stored(CachedReplay),
+}
+
+impl Payloads {
+    fn len(&self) -> usize {
+        match self {
+            Self::Recent(v) => v.len(),
+            Self::Stored(c) => c.messages().len(),
+        }
+    }
+
+    fn last_seq(&self) -> Option<i64> {
+        match self {
+            Self::Recent(v) => v.last().and_then(|m| m.get("seq")).and_then(Value::as_i64),
+            Self::Stored(c) => c.messages().last().map(|m| m.seq),
+        }
+    }
+
+    /// Sends them in chunks, with a yield after each: a replay is up to `MAX_REPLAY` messages
+    /// to encode, which in one go would keep every other socket of this core waiting.
+    async fn send(&self, s: &SocketRef) {
+        match self {
+            Self::Recent(v) => send_chunks(s, v).await,
+            Self::Stored(c) => send_chunks(s, c.messages()).await,
+        }
+    }
+}
+
+async fn send_chunks<T: serde::Serialize>(s: &SocketRef, messages: &[T]) {
+    for chunk in messages.chunks(REPLAY_CHUNK) {
+        reply::emit_all(s, "chat_message", chunk);
+        tokio::task::yield_now().await;
+    }
+}
+
 struct Replayed {
-    messages: Vec<Value>,
+    messages: Payloads,
     truncated: bool,
 }
+
+/// Replayed messages encoded and queued to the socket between two yields to the runtime.
+const REPLAY_CHUNK: usize = 32;
 
 /// Join with replay, without gap or duplicate, and without the chat writer: the fan-out first
 /// holds the socket's deliveries of the room (from an exact point in delivery order), the
@@ -200,8 +242,12 @@ async fn join_with_replay(
     // Taken before the hold, so waiting for a slot holds back no deliveries.
     let slot = app.chat.replay_slot().await?;
     let was_in = session.is_in(key);
-    let (had_after, recent) = match fanout(app, FanoutCmd::Hold, s, key, since).await? {
-        Joined::Yes { had_after, recent } => (had_after, recent),
+    let (had_after, recent, upto) = match fanout(app, FanoutCmd::Hold, s, key, since).await? {
+        Joined::Yes {
+            had_after,
+            recent,
+            upto,
+        } => (had_after, recent, upto),
         Joined::SocketGone => return Err(DomainError::Busy),
     };
     let p = session.principal();
@@ -214,25 +260,24 @@ async fn join_with_replay(
         return Err(checked.err().unwrap_or(DomainError::AccessDenied));
     }
     // A member rejoining has everything after `had_after` already: replay only what is older.
-    let read = match recent {
-        Some(messages) => {
-            crate::metrics::replay_read("recent");
-            Ok(Replayed {
-                messages,
-                truncated: false,
-            })
-        }
-        None => {
-            crate::metrics::replay_read("store");
-            slot.read(key, since, had_after).await.map(|r| Replayed {
-                messages: r
-                    .messages
-                    .iter()
-                    .filter_map(|m| serde_json::to_value(m).ok())
-                    .collect(),
-                truncated: r.truncated,
-            })
-        }
+    let read = if let Some(messages) = recent {
+        crate::metrics::replay_read("recent");
+        Ok(Replayed {
+            messages: Payloads::Recent(messages),
+            truncated: false,
+        })
+    } else if let Some(c) = upto.and_then(|u| app.chat.cached_replay(key, since, u)) {
+        crate::metrics::replay_read("cache");
+        Ok(Replayed {
+            messages: Payloads::Stored(c),
+            truncated: false,
+        })
+    } else {
+        crate::metrics::replay_read("store");
+        slot.read(key, since, had_after).await.map(|r| Replayed {
+            messages: Payloads::Stored(r.messages),
+            truncated: r.truncated,
+        })
     };
     let replay = match read {
         Ok(r) => r,
@@ -256,13 +301,11 @@ async fn join_with_replay(
         joined["truncated"] = true.into();
     }
     reply::emit(s, "joined_room", &joined);
-    for m in &replay.messages {
-        reply::emit(s, "chat_message", m);
-    }
+    // The room's live deliveries to this socket stay held until the release below.
+    replay.messages.send(s).await;
     let last = replay
         .messages
-        .last()
-        .and_then(|m| m.get("seq").and_then(Value::as_i64))
+        .last_seq()
         .map_or(since, |seq| seq.max(since));
     let has_after = match (had_after, replay.truncated) {
         (Some(a), false) => Some(since.min(a)),

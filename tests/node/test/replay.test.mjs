@@ -190,7 +190,7 @@ describe('replays from recent messages (REPLAY_CACHE_PER_ROOM)', () => {
   async function replayReads(srv) {
     const text = (await request(`${srv.url}/metrics`)).body;
     const count = (source) => Number(text.match(new RegExp(`aegisx_replay_reads_total\\{source="${source}"\\} (\\d+)`))?.[1] ?? 0);
-    return { recent: count('recent'), store: count('store') };
+    return { recent: count('recent'), cache: count('cache'), store: count('store') };
   }
 
   test('clients rejoining with a recent since are answered without a store read, each with exactly its messages', async () => {
@@ -221,6 +221,55 @@ describe('replays from recent messages (REPLAY_CACHE_PER_ROOM)', () => {
     // Assert
     await joiner.inbox.next('chat_message', (m) => m.id === acks[1].id);
     assert.equal((await replayReads(capped)).store, before.store + 1);
+  });
+});
+
+describe('replays from the room\'s last store read', () => {
+  /** `aegisx_replay_reads_total` by source. */
+  async function replayReads(srv) {
+    const text = (await request(`${srv.url}/metrics`)).body;
+    const count = (source) => Number(text.match(new RegExp(`aegisx_replay_reads_total\\{source="${source}"\\} (\\d+)`))?.[1] ?? 0);
+    return { cache: count('cache'), store: count('store') };
+  }
+
+  test('joins of one room with the same since after a store read are answered from it, each with every message', async () => {
+    // Arrange: the capped server keeps no recent messages, so the first join reads the store
+    const { tenantId, roomId, sender, acks } = await roomWithHistory(capped, 2);
+    const first = await capped.connect(capped.token({ tenantId }));
+    const before = await replayReads(capped);
+    await joinRoom(first, roomId, { since: 0 });
+    const joiners = await Promise.all([0, 1].map(() => capped.connect(capped.token({ tenantId }))));
+    // Act
+    for (const j of joiners) await joinRoom(j, roomId, { since: 0 });
+    const live = await chat(sender, roomId, 'live');
+    // Assert
+    for (const j of [first, ...joiners]) {
+      await j.inbox.next('chat_message', (m) => m.id === live.id);
+      assert.deepEqual(roomEvents(j, roomId), ['joined', 'm1', 'm2', 'live']);
+      assert.deepEqual(j.inbox.all('chat_message').map((m) => m.seq), [...acks.map((a) => a.seq), live.seq]);
+    }
+    const after = await replayReads(capped);
+    assert.equal(after.store, before.store + 1, 'one store read');
+    assert.equal(after.cache, before.cache + 2);
+  });
+
+  test('a message stored after the read sends the next join to the store, and it gets that message too', async () => {
+    // Arrange
+    const { tenantId, roomId, sender } = await roomWithHistory(capped, 2);
+    await joinRoom(await capped.connect(capped.token({ tenantId })), roomId, { since: 0 });
+    const m3 = await chat(sender, roomId, 'm3');
+    const before = await replayReads(capped);
+    const joiner = await capped.connect(capped.token({ tenantId }));
+    // Act
+    await joinRoom(joiner, roomId, { since: 0 });
+    const live = await chat(sender, roomId, 'live');
+    // Assert
+    await joiner.inbox.next('chat_message', (m) => m.id === live.id);
+    assert.deepEqual(roomEvents(joiner, roomId), ['joined', 'm1', 'm2', 'm3', 'live']);
+    assert.ok(joiner.inbox.all('chat_message').some((m) => m.id === m3.id));
+    const after = await replayReads(capped);
+    assert.equal(after.store, before.store + 1);
+    assert.equal(after.cache, before.cache);
   });
 });
 

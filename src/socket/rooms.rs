@@ -199,7 +199,10 @@ impl Payloads {
     }
 
     /// Sends them in chunks, with a yield after each: a replay is up to `MAX_REPLAY` messages
-    /// to encode, which in one go would keep every other socket of this core waiting.
+    /// to encode, which in one go kept every other socket of the core waiting a few ms (the
+    /// replay-flood benchmark's p99, FINDINGS §9). The room's live deliveries to this socket
+    /// stay held meanwhile; other events to it (another room, a notification, a revoke's
+    /// `left_room`, which could already come during the read) may go out between chunks.
     async fn send(&self, s: &SocketRef) {
         match self {
             Self::Recent(v) => send_chunks(s, v).await,
@@ -220,7 +223,9 @@ struct Replayed {
     truncated: bool,
 }
 
-/// Replayed messages encoded and queued to the socket between two yields to the runtime.
+/// Replayed messages per item of the socket's send buffer (a slot each, one writer wake),
+/// encoded between two yields to the runtime: a replay of `MAX_REPLAY` takes a few dozen
+/// slots of `SOCKET_BUFFER_PACKETS`, not 1,000.
 const REPLAY_CHUNK: usize = 32;
 
 /// Join with replay, without gap or duplicate, and without the chat writer: the fan-out first

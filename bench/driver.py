@@ -561,12 +561,14 @@ def render(results, plan, commands, started, elapsed, runs, servers, stamp, gate
         o = plan["flood_others"]
         row(f"replay flood: {o} users' ack p99 without the flood (ms)", "",
             {s: nf[s].get("ack_p99") for s in present}, 2, "", None, False)
-        row(f"replay flood: {o} users' ack p99 with 10 sockets looping `join_room {{since: 0}}` on {plan['flood_stored']:,} messages (ms)",
+        row(f"replay flood: {o} users' ack p99 with 10 sockets looping `join_room {{since: 0}}` / `leave_room` on {plan['flood_stored']:,} messages (ms)",
             "≤ 5 ms", {s: fl[s].get("ack_p99") for s in present}, 2, "",
             lambda v, rb, rn: v.get("aegisx") is not None and v["aegisx"] <= 5.0, False)
-        row("replay flood: the flood's joins/s", "",
+        row("replay flood: the flood's joins/s (each one replays)", "",
             {s: fl[s].get("joins_per_s") for s in present}, 1, "", None, False)
-        row("replay flood: the flood's joins refused /s (`RATE_LIMITED`, ...)", "",
+        row("replay flood: the flood's replayed messages/s", "",
+            {s: fl[s].get("replayed_per_s") for s in present}, 0, "", None, False)
+        row("replay flood: the flood's joins and leaves refused /s (`RATE_LIMITED`, ...)", "",
             {s: fl[s].get("refused_per_s") for s in present}, 1, "", None, False)
     if any(n in results for n in AEGISX_ONLY):
         L.append("")

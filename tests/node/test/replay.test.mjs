@@ -185,13 +185,14 @@ describe('join_room with since', () => {
   }
 });
 
+/** `aegisx_replay_reads_total` by source. */
+async function replayReads(srv) {
+  const text = (await request(`${srv.url}/metrics`)).body;
+  const count = (source) => Number(text.match(new RegExp(`aegisx_replay_reads_total\\{source="${source}"\\} (\\d+)`))?.[1] ?? 0);
+  return { recent: count('recent'), cache: count('cache'), store: count('store') };
+}
+
 describe('replays from recent messages (REPLAY_CACHE_PER_ROOM)', () => {
-  /** `aegisx_replay_reads_total` by source. */
-  async function replayReads(srv) {
-    const text = (await request(`${srv.url}/metrics`)).body;
-    const count = (source) => Number(text.match(new RegExp(`aegisx_replay_reads_total\\{source="${source}"\\} (\\d+)`))?.[1] ?? 0);
-    return { recent: count('recent'), cache: count('cache'), store: count('store') };
-  }
 
   test('clients rejoining with a recent since are answered without a store read, each with exactly its messages', async () => {
     // Arrange: messages delivered live (so the fan-out has them)
@@ -225,12 +226,6 @@ describe('replays from recent messages (REPLAY_CACHE_PER_ROOM)', () => {
 });
 
 describe('replays from the room\'s last store read', () => {
-  /** `aegisx_replay_reads_total` by source. */
-  async function replayReads(srv) {
-    const text = (await request(`${srv.url}/metrics`)).body;
-    const count = (source) => Number(text.match(new RegExp(`aegisx_replay_reads_total\\{source="${source}"\\} (\\d+)`))?.[1] ?? 0);
-    return { cache: count('cache'), store: count('store') };
-  }
 
   test('joins of one room with the same since after a store read are answered from it, each with every message', async () => {
     // Arrange: the capped server keeps no recent messages, so the first join reads the store

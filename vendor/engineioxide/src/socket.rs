@@ -240,8 +240,13 @@ pub(crate) struct ReadHold(AtomicU64);
 /// `ReadHold`'s clock: microseconds since the first hold, plus one (0 is "no hold").
 static HOLD_EPOCH: LazyLock<tokio::time::Instant> = LazyLock::new(tokio::time::Instant::now);
 
+/// The longest hold: far below any heartbeat timeout, so a held session is never taken for a
+/// dead one (its pongs wait with the rest).
+const MAX_HOLD: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl ReadHold {
     fn set(&self, until: tokio::time::Instant) {
+        let until = until.min(tokio::time::Instant::now() + MAX_HOLD);
         let us = until.saturating_duration_since(*HOLD_EPOCH).as_micros();
         let us = u64::try_from(us).unwrap_or(u64::MAX - 1) + 1;
         self.0.fetch_max(us, Ordering::AcqRel);
@@ -724,5 +729,30 @@ where
         });
 
         (sock, rx)
+    }
+}
+
+#[cfg(test)]
+mod read_hold_tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[test]
+    fn a_hold_is_taken_once_the_latest_wins_and_none_is_longer_than_max_hold() {
+        let hold = ReadHold::default();
+        assert!(hold.take().is_none());
+        let now = Instant::now();
+        hold.set(now + std::time::Duration::from_millis(20));
+        hold.set(now + std::time::Duration::from_millis(10));
+        let until = hold.take().expect("a hold was set");
+        let off = until.saturating_duration_since(now + std::time::Duration::from_millis(20));
+        assert!(
+            off < std::time::Duration::from_micros(2),
+            "the later one, to the microsecond"
+        );
+        assert!(hold.take().is_none(), "taking clears it");
+        hold.set(now + std::time::Duration::from_secs(3600));
+        let until = hold.take().expect("a hold was set");
+        assert!(until <= Instant::now() + MAX_HOLD);
     }
 }

@@ -98,27 +98,18 @@ impl SqliteStore {
         batch: &[NewMessage],
     ) -> Result<Vec<ChatMessage>, StoreError> {
         // Keyed by the stored strings, so rows read back match without re-parsing ids. First
-        // each room's count in the batch, then (from the upsert) its new last seq.
+        // each room's count in the batch, then (from the upsert) its new last seq. Counted from
+        // the end, so each message also gets how many later ones its room has in the batch: the
+        // last one's seq is the room's new last_seq, the one before it that minus one, and so on.
         let mut last: HashMap<(&str, &str), i64> = HashMap::new();
-        for m in batch {
-            *last
+        let mut behind = vec![0i64; batch.len()];
+        for (m, behind) in batch.iter().zip(behind.iter_mut()).rev() {
+            let n = last
                 .entry((m.key.tenant_str(), m.key.room.as_str()))
-                .or_default() += 1;
+                .or_default();
+            *behind = *n;
+            *n += 1;
         }
-        // How many later messages of its room each message has in the batch: the last one's
-        // seq is the room's new last_seq, the one before it that minus one, and so on.
-        let mut later = last.clone();
-        let behind: Vec<i64> = batch
-            .iter()
-            .map(|m| {
-                later
-                    .get_mut(&(m.key.tenant_str(), m.key.room.as_str()))
-                    .map_or(0, |n| {
-                        *n -= 1;
-                        *n
-                    })
-            })
-            .collect();
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         // Declared before the loop so `last`'s keys (borrowed from the batch) can be probed
         // with borrows of these rows.

@@ -252,8 +252,12 @@ impl ReadHold {
         self.0.fetch_max(us, Ordering::AcqRel);
     }
 
-    /// The hold, if one is set; clears it.
+    /// The hold, if one is set; clears it. Checked after every frame: a plain load first, so
+    /// the usual case (no hold) writes nothing.
     pub(crate) fn take(&self) -> Option<tokio::time::Instant> {
+        if self.0.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         match self.0.swap(0, Ordering::AcqRel) {
             0 => None,
             us => Some(*HOLD_EPOCH + std::time::Duration::from_micros(us - 1)),

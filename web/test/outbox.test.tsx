@@ -106,6 +106,9 @@ test('a message written while the gateway is down waits in the outbox, is sent a
   const user = userEvent.setup();
   await user.type(screen.getByPlaceholderText('Type a message...'), 'before{Enter}');
   await waitFor(() => expect(texts()).toEqual(['before']));
+  // Acked before the outage: shown at once, 'before' is still unanswered for a moment, and a
+  // stop then would leave it in the outbox too.
+  await waitFor(() => expect(screen.queryByText('Sending…')).toBeNull());
   await gw.stop();
   await screen.findByText(/Disconnected/, undefined, { timeout: 5000 });
   await user.type(screen.getByPlaceholderText('Type a message...'), 'while down{Enter}');
